@@ -1,0 +1,164 @@
+"""What a layer is: how to read its inputs and output gradients as rows, and its gradient matrix.
+
+A layer computes ``s = W a_bar`` at every *position* (one position for a dense layer on a vector,
+every output pixel for a convolution, every token for a dense layer on a sequence), where
+``a_bar`` is the input (an unfolded patch for a convolution) with a constant 1 appended when the
+layer has a bias (the homogeneous coordinate of Martens & Grosse 2015, section 3). A helper
+exposes exactly that and nothing about curvature:
+
+* ``input_rows(x)``: the layer input as a ``(batch * positions, in_features)`` matrix (without
+  the homogeneous coordinate: the curvature block appends it implicitly).
+* ``grad_rows(grad_output)``: the gradient of the loss w.r.t. ``s``, ``(batch * positions, out)``.
+* ``grad_matrix()`` / ``set_grad_matrix()``: the parameter gradient as one ``(out, in [+1])``
+  matrix ``[dW | db]``, and writing a preconditioned one back into ``.grad``.
+
+The registry maps module types to helpers (``isinstance``, most derived type wins), so a user can
+teach K-FAC a new layer with :func:`register_layer`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class LayerHelper(ABC):
+    """Reads one module's activations and gradients in the Kronecker-factored layout."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    @property
+    def has_bias(self) -> bool:
+        return getattr(self.module, "bias", None) is not None
+
+    @property
+    def weight(self) -> Tensor:
+        return self.module.weight  # type: ignore[return-value]
+
+    def params(self) -> list[nn.Parameter]:
+        """The parameters this helper's block preconditions (weight, then bias)."""
+        ps = [self.module.weight]
+        if self.has_bias:
+            ps.append(self.module.bias)
+        return ps  # type: ignore[return-value]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def in_features(self) -> int:
+        """Columns of the weight matrix, without the homogeneous coordinate."""
+        return self.weight[0].numel()
+
+    @abstractmethod
+    def input_rows(self, x: Tensor) -> tuple[Tensor, int]:
+        """Return ``(rows, batch_size)``: the input as ``(batch * positions, in_features)``."""
+
+    @abstractmethod
+    def grad_rows(self, grad_output: Tensor) -> Tensor:
+        """Return the output gradient as ``(batch * positions, out_features)``."""
+
+    def grad_matrix(self) -> Tensor | None:
+        """The gradient ``[dW | db]`` as ``(out, in [+1])``, or None if the layer got no gradient."""
+        w = self.weight.grad
+        if w is None:
+            return None
+        w = w.reshape(self.out_features, -1)
+        if not self.has_bias:
+            return w
+        b = self.module.bias.grad  # type: ignore[union-attr]
+        b = torch.zeros_like(w[:, 0]) if b is None else b
+        return torch.cat([w, b.unsqueeze(1)], dim=1)
+
+    def set_grad_matrix(self, matrix: Tensor) -> None:
+        """Write ``[dW | db]`` back into the parameters' ``.grad`` (in place)."""
+        w = self.weight
+        n_in = self.in_features
+        w.grad.copy_(matrix[:, :n_in].reshape(w.shape))  # type: ignore[union-attr]
+        if self.has_bias:
+            bias = self.module.bias
+            if bias.grad is None:  # type: ignore[union-attr]
+                bias.grad = torch.zeros_like(bias)  # type: ignore[union-attr]
+            bias.grad.copy_(matrix[:, n_in])  # type: ignore[union-attr]
+
+
+class LinearHelper(LayerHelper):
+    """``nn.Linear``: every leading index but the first is a position (e.g. tokens of a sequence).
+
+    The first dimension is the batch: a ``(B, T, in)`` input is ``B`` examples with ``T``
+    positions each, exactly like a 1x1 convolution (Grosse & Martens 2016).
+    """
+
+    def input_rows(self, x: Tensor) -> tuple[Tensor, int]:
+        batch = x.shape[0] if x.dim() > 1 else 1
+        return x.reshape(-1, x.shape[-1]), batch
+
+    def grad_rows(self, grad_output: Tensor) -> Tensor:
+        return grad_output.reshape(-1, grad_output.shape[-1])
+
+
+class Conv2dHelper(LayerHelper):
+    """``nn.Conv2d`` (KFC, Grosse & Martens 2016): one row per output position, unfolded patches.
+
+    Any stride, padding (including ``'same'`` and non-zero padding modes) and dilation; only
+    ``groups=1`` (a grouped convolution has one Kronecker block per group, not supported yet).
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        if module.groups != 1:  # type: ignore[union-attr]
+            raise ValueError(
+                f"K-FAC supports Conv2d with groups=1 only; got groups={module.groups} in {module}. "
+                "Exclude this layer (exclude=[...]) to give its parameters the fallback instead."
+            )
+        super().__init__(module)
+
+    def input_rows(self, x: Tensor) -> tuple[Tensor, int]:
+        conv: nn.Conv2d = self.module  # type: ignore[assignment]
+        if x.dim() == 3:  # unbatched (C, H, W)
+            x = x.unsqueeze(0)
+        padding = conv.padding
+        if isinstance(padding, str) or conv.padding_mode != "zeros":
+            # Pad exactly as Conv2d._conv_forward does, then unfold without padding.
+            mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+            x = F.pad(x, conv._reversed_padding_repeated_twice, mode=mode)
+            padding = (0, 0)
+        patches = F.unfold(x, conv.kernel_size, conv.dilation, padding, conv.stride)
+        # (B, C*kh*kw, T) -> (B*T, C*kh*kw); the column order matches weight.view(out, -1).
+        return patches.transpose(1, 2).reshape(-1, patches.shape[1]), x.shape[0]
+
+    def grad_rows(self, grad_output: Tensor) -> Tensor:
+        if grad_output.dim() == 3:
+            grad_output = grad_output.unsqueeze(0)
+        return grad_output.permute(0, 2, 3, 1).reshape(-1, grad_output.shape[1])
+
+
+_REGISTRY: dict[type[nn.Module], Callable[[nn.Module], LayerHelper]] = {
+    nn.Linear: LinearHelper,
+    nn.Conv2d: Conv2dHelper,
+}
+
+
+def register_layer(module_type: type[nn.Module], helper: Callable[[nn.Module], LayerHelper]) -> None:
+    """Teach K-FAC a layer type: ``helper(module)`` builds its :class:`LayerHelper`."""
+    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
+        raise TypeError(f"module_type must be an nn.Module subclass, got {module_type!r}")
+    _REGISTRY[module_type] = helper
+
+
+def registered_types() -> tuple[type[nn.Module], ...]:
+    """The module types K-FAC has a Kronecker-factored block for."""
+    return tuple(_REGISTRY)
+
+
+def helper_for(module: nn.Module) -> LayerHelper | None:
+    """The helper for ``module`` (most derived registered type wins), or None if unsupported."""
+    for cls in type(module).__mro__:
+        if cls in _REGISTRY:
+            return _REGISTRY[cls](module)
+    return None

@@ -1,0 +1,260 @@
+"""``KFAC``: the K-FAC preconditioner plus momentum and the ACKTR trust region, as a torch optimizer."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+
+import torch
+from torch import Tensor, nn
+
+from acktr.blocks import DampingScheme, InverseMethod
+from acktr.preconditioner import Fallback, KFACPreconditioner, LossReduction
+from acktr.schedules import Schedule, check_decay, check_non_negative, check_positive, resolve
+
+
+class KFAC(torch.optim.Optimizer):
+    """K-FAC natural-gradient descent with momentum and an optional KL trust region (ACKTR).
+
+    One ``step()`` reads as its phases: precondition the gradient with the Kronecker-factored
+    Fisher (refreshing eigenbases when due), rescale it by the trust region, and take a momentum
+    step. The step is skipped, with a warning, if the gradient holds NaN/Inf.
+
+    Update, with ``Delta = (F + lambda I)^-1 (grad + weight_decay * theta)``:
+
+    * trust region (Wu et al. 2017, ACKTR code): ``nu = min(1, sqrt(kl_clip / (lr^2 Delta^T
+      grad)))``, so the step's approximate KL ``lr^2 nu^2 Delta^T F Delta`` is at most ``kl_clip``;
+    * momentum as an average of steps: ``buf <- momentum * buf + (1 - momentum) * nu * Delta``,
+      ``theta <- theta - lr * buf`` (ACKTR's SGD with learning rate ``lr * (1 - momentum)``), so
+      ``lr`` is the size of the steady-state step whatever the momentum.
+
+    With ``lr=1``, ``momentum=0`` and small damping, one step is the damped natural-gradient
+    (Gauss-Newton) step; on a single linear layer with squared error it lands on the
+    least-squares solution.
+
+    Args:
+        model: the network whose parameters are optimized (see :class:`KFACPreconditioner`
+            for which parameters get Kronecker blocks and which the fallback).
+        lr: step size (float or callable of the step). Default 0.1.
+        momentum: in [0, 1). Default 0.9.
+        damping: Tikhonov damping ``lambda`` (float or callable). Default 1e-3.
+        weight_decay: L2 coefficient added to the gradient before preconditioning. Default 0.
+        stat_decay: EMA decay of the curvature factors. Default 0.95.
+        kl_clip: trust-region bound on the step's approximate KL (float, callable, or None for
+            no trust region). Default None; ACKTR uses 0.001.
+        stats_every: record statistics every this many steps. Default 1.
+        inverse_every: refresh eigendecompositions every this many steps. Default 10.
+        damping_scheme: ``"eigen"`` or ``"tikhonov"`` (see :mod:`acktr.blocks`). Default
+            ``"eigen"``.
+        inverse_method: ``"eigen"`` or ``"inverse"``. Default ``"eigen"``.
+        cold_start_steps: the first this many steps are plain momentum SGD (statistics are
+            still recorded). Default 0; ACKTR uses 10.
+        cold_start_lr: step size during the cold start (None: ``lr``). Default None.
+        fallback: ``"diagonal"`` or ``"identity"`` for parameters no block claims. Default
+            ``"diagonal"``.
+        loss_reduction: ``"mean"`` (default) or ``"sum"`` over the batch.
+        exclude: modules or module names that get no Kronecker block.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: Schedule = 0.1,
+        momentum: float = 0.9,
+        damping: Schedule = 1e-3,
+        weight_decay: float = 0.0,
+        stat_decay: float = 0.95,
+        kl_clip: Schedule | None = None,
+        stats_every: int = 1,
+        inverse_every: int = 10,
+        damping_scheme: DampingScheme = "eigen",
+        inverse_method: InverseMethod = "eigen",
+        cold_start_steps: int = 0,
+        cold_start_lr: Schedule | None = None,
+        fallback: Fallback = "diagonal",
+        loss_reduction: LossReduction = "mean",
+        exclude: Iterable[nn.Module | str] = (),
+    ) -> None:
+        check_positive("lr", lr)
+        check_decay("momentum", momentum)
+        check_non_negative("weight_decay", weight_decay)
+        if kl_clip is not None:
+            check_positive("kl_clip", kl_clip)
+        if cold_start_lr is not None:
+            check_positive("cold_start_lr", cold_start_lr)
+        if isinstance(cold_start_steps, bool) or not isinstance(cold_start_steps, int) or (
+            cold_start_steps < 0
+        ):
+            raise ValueError(f"cold_start_steps must be an integer >= 0, got {cold_start_steps!r}")
+        self.preconditioner = KFACPreconditioner(
+            model,
+            damping=damping,
+            stat_decay=stat_decay,
+            stats_every=stats_every,
+            inverse_every=inverse_every,
+            damping_scheme=damping_scheme,
+            inverse_method=inverse_method,
+            fallback=fallback,
+            loss_reduction=loss_reduction,
+            exclude=exclude,
+        )
+        params = [p for p in model.parameters() if p.requires_grad]
+        defaults = {
+            "lr": resolve(lr, 0),
+            "momentum": float(momentum),
+            "weight_decay": float(weight_decay),
+        }
+        super().__init__(params, defaults)
+        # Schedules live outside param_groups so state_dict() stays plain data.
+        self._lr: Callable[[int], float] | None = lr if callable(lr) else None
+        self._kl_clip = kl_clip
+        self._cold_start_steps = cold_start_steps
+        self._cold_start_lr = cold_start_lr
+        self.steps = 0
+        self._skipped = torch.zeros((), dtype=torch.long)
+        self._reported_skipped = 0
+        self._last: dict[str, Tensor] = {}
+        self._last_lr = 0.0
+
+    # ------------------------------------------------------------------ statistics
+    def record_stats(self) -> AbstractContextManager[None]:
+        """Context in which backward passes record curvature statistics (see the preconditioner)."""
+        return self.preconditioner.record_stats()
+
+    @property
+    def stats_due(self) -> bool:
+        """True when the next step records statistics; skip the Fisher backward otherwise."""
+        return self.preconditioner.stats_due
+
+    def assignments(self) -> dict[str, str]:
+        """Which curvature each parameter gets (``"kronecker:<module>"``, ``"diagonal"``, ...)."""
+        return self.preconditioner.assignments()
+
+    @property
+    def damping(self) -> float:
+        """The damping at the current step."""
+        return resolve(self.preconditioner.damping, self.steps)
+
+    # ------------------------------------------------------------------ the step
+    def _current_lr(self) -> float:
+        group = self.param_groups[0]
+        if self._lr is not None:
+            group["lr"] = resolve(self._lr, self.steps)
+        check_positive("lr", group["lr"])
+        return float(group["lr"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Take one K-FAC step from the gradients in ``.grad``; see the class docstring.
+
+        After it, ``.grad`` holds the preconditioned (natural) gradient.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        group = self.param_groups[0]
+        lr = self._current_lr()
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return loss
+        self._add_weight_decay(params, group["weight_decay"])
+        cold = self.steps < self._cold_start_steps
+        if cold:
+            vg = torch.stack([(p.grad * p.grad).sum() for p in params]).sum()
+            if self._cold_start_lr is not None:
+                lr = resolve(self._cold_start_lr, self.steps)
+            scale = torch.ones_like(vg)
+        else:
+            self.preconditioner.steps = self.steps
+            vg = self.preconditioner.step()
+            scale = self._trust_region_scale(vg, lr)
+        ok = torch.isfinite(vg)
+        self._momentum_step(params, lr, group["momentum"], scale, ok)
+        self._skipped = self._skipped.to(vg.device) + (~ok).long()
+        self._last = {"quad": vg, "trust_scale": scale}
+        self._last_lr = lr
+        self.steps += 1
+        self.preconditioner.steps = self.steps
+        if self.steps % self.preconditioner.inverse_every == 0:
+            self._report_skipped_steps()
+        return loss
+
+    @staticmethod
+    def _add_weight_decay(params: list[Tensor], weight_decay: float) -> None:
+        if weight_decay:
+            for p in params:
+                p.grad.add_(p, alpha=weight_decay)
+
+    def _trust_region_scale(self, vg: Tensor, lr: float) -> Tensor:
+        """ACKTR: ``nu = min(1, sqrt(kl_clip / (lr^2 Delta^T grad)))`` (Wu et al. 2017, sec. 3.1)."""
+        if self._kl_clip is None:
+            return torch.ones_like(vg)
+        kl_clip = resolve(self._kl_clip, self.steps)
+        quad = (vg * lr * lr).clamp_min(torch.finfo(vg.dtype).tiny)
+        return torch.sqrt(kl_clip / quad).clamp(max=1.0)
+
+    def _momentum_step(
+        self, params: list[Tensor], lr: float, momentum: float, scale: Tensor, ok: Tensor
+    ) -> None:
+        for p in params:
+            state = self.state[p]
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = torch.zeros_like(p)
+            step = p.grad * scale.to(p.dtype)
+            new_buf = torch.where(ok, buf * momentum + step * (1.0 - momentum), buf)
+            buf.copy_(new_buf)
+            p.sub_(torch.where(ok, new_buf * lr, torch.zeros_like(new_buf)))
+
+    def _report_skipped_steps(self) -> None:
+        skipped = int(self._skipped)
+        if skipped > self._reported_skipped:
+            warnings.warn(
+                f"K-FAC skipped {skipped - self._reported_skipped} step(s) whose gradients held "
+                "NaN/Inf; parameters and momentum were left unchanged",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self._reported_skipped = skipped
+
+    def metrics(self) -> dict[str, float]:
+        """Diagnostics of the last step, as floats (this syncs with the device).
+
+        Keys: ``lr``; ``damping``; ``trust_scale`` (``nu``); ``effective_lr`` (``lr * nu``);
+        ``approx_kl`` (``lr^2 nu^2 Delta^T grad``, the quantity ``kl_clip`` bounds);
+        ``skipped_steps`` (total steps skipped for NaN/Inf gradients); ``skipped_stats``
+        (total curvature updates skipped for NaN/Inf statistics).
+        """
+        self._report_skipped_steps()
+        out: dict[str, float] = {"damping": self.damping, "skipped_steps": float(self._skipped)}
+        pre = self.preconditioner
+        blocks = list(pre.blocks.values()) + list(pre.diagonal_blocks.values())
+        out["skipped_stats"] = float(sum(int(b.n_skipped) for b in blocks))
+        if self._last:
+            lr = self._last_lr
+            nu = float(self._last["trust_scale"])
+            quad = float(self._last["quad"])
+            out.update(lr=lr, trust_scale=nu, effective_lr=lr * nu, approx_kl=lr**2 * nu**2 * quad)
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, object]:  # type: ignore[override]
+        """Optimizer state (momentum buffers, hyperparameters) plus all K-FAC state."""
+        state = super().state_dict()
+        state["kfac"] = self.preconditioner.state_dict()
+        state["kfac_steps"] = self.steps
+        state["kfac_skipped"] = self._skipped.clone()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, object]) -> None:  # type: ignore[override]
+        state = dict(state_dict)
+        missing = [k for k in ("kfac", "kfac_steps", "kfac_skipped") if k not in state]
+        if missing:
+            raise ValueError(f"not a KFAC state dict: missing {missing}")
+        self.preconditioner.load_state_dict(state.pop("kfac"))  # type: ignore[arg-type]
+        self.steps = int(state.pop("kfac_steps"))  # type: ignore[arg-type]
+        self._skipped = state.pop("kfac_skipped").clone()  # type: ignore[union-attr]
+        self._reported_skipped = int(self._skipped)
+        super().load_state_dict(state)

@@ -1,0 +1,366 @@
+"""K-FAC as a gradient preconditioner that composes with any torch optimizer.
+
+Typical loop (the optimizer can be Adam, SGD, ...; :class:`acktr.KFAC` bundles this with
+momentum and the ACKTR trust region)::
+
+    pre = KFACPreconditioner(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for x, y in data:
+        out = model(x)
+        if pre.stats_due:
+            with pre.record_stats():
+                fisher_loss(out, "categorical").backward(retain_graph=True)
+        opt.zero_grad()
+        F.cross_entropy(out, y).backward()
+        pre.step()   # rewrites .grad with the natural gradient
+        opt.step()
+
+Statistics are recorded only inside ``record_stats()``; the backward passes there leave every
+``.grad`` as it was (they are stashed and restored), so the order of the two backward passes does
+not matter. Loss convention: ``loss_reduction="mean"`` (default) means the loss is the batch mean
+(over dim 0) of per-example losses, and the Fisher estimate is the per-example average.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from acktr.blocks import DampingScheme, DiagonalBlock, InverseMethod, KroneckerBlock
+from acktr.distributed import reduce_statistics
+from acktr.layers import helper_for, registered_types
+from acktr.schedules import (
+    Schedule,
+    check_choice,
+    check_decay,
+    check_interval,
+    check_positive,
+    resolve,
+)
+
+Fallback = Literal["diagonal", "identity"]
+LossReduction = Literal["mean", "sum"]
+
+
+class KFACPreconditioner:
+    """Kronecker-factored natural-gradient preconditioner for ``nn.Linear`` and ``nn.Conv2d``.
+
+    Args:
+        model: the network. Every module of a registered type (``nn.Linear``, ``nn.Conv2d``, or
+            anything added with :func:`acktr.register_layer`) with trainable weights gets a
+            Kronecker block; all other trainable parameters go to the ``fallback``.
+        damping: Tikhonov damping ``lambda`` (float or callable of the step). Default 1e-3.
+        stat_decay: EMA decay of the curvature factors, in [0, 1); the first update initialises
+            them. Default 0.95.
+        stats_every: statistics are recorded at steps ``k`` with ``k % stats_every == 0``
+            (``stats_due`` says when). Default 1.
+        inverse_every: eigendecompositions (or inverses) are refreshed every this many steps
+            (and at the first step). Default 10.
+        damping_scheme: ``"eigen"`` (eigenvalue-product damping, ``(A (x) G + lambda I)^-1``,
+            as ACKTR) or ``"tikhonov"`` (factored Tikhonov with the pi correction,
+            Martens & Grosse 2015 section 6.3). Default ``"eigen"``.
+        inverse_method: ``"eigen"`` (eigendecompositions; damping applied every step) or
+            ``"inverse"`` (explicit damped inverses, ``"tikhonov"`` only; damping fixed at
+            refresh time). Default ``"eigen"``.
+        fallback: what unclaimed parameters get: ``"diagonal"`` (a diagonal Fisher estimate,
+            ``grad / (F_diag + lambda)``) or ``"identity"`` (the plain gradient). Default
+            ``"diagonal"``.
+        loss_reduction: ``"mean"`` if the Fisher and training losses are batch means (default),
+            ``"sum"`` if they are sums over the batch.
+        exclude: modules (or their names in ``model.named_modules()``) that get no Kronecker
+            block; their parameters go to the fallback.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        damping: Schedule = 1e-3,
+        stat_decay: float = 0.95,
+        stats_every: int = 1,
+        inverse_every: int = 10,
+        damping_scheme: DampingScheme = "eigen",
+        inverse_method: InverseMethod = "eigen",
+        fallback: Fallback = "diagonal",
+        loss_reduction: LossReduction = "mean",
+        exclude: Iterable[nn.Module | str] = (),
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_positive("damping", damping)
+        self.damping = damping
+        self.stat_decay = check_decay("stat_decay", stat_decay)
+        self.stats_every = check_interval("stats_every", stats_every)
+        self.inverse_every = check_interval("inverse_every", inverse_every)
+        self.damping_scheme = check_choice("damping_scheme", damping_scheme, ("eigen", "tikhonov"))
+        self.inverse_method = check_choice("inverse_method", inverse_method, ("eigen", "inverse"))
+        if inverse_method == "inverse" and damping_scheme != "tikhonov":
+            raise ValueError(
+                "inverse_method='inverse' needs damping_scheme='tikhonov' (eigenvalue-product "
+                "damping is not a Kronecker product, so it has no factored inverse)"
+            )
+        self.fallback = check_choice("fallback", fallback, ("diagonal", "identity"))
+        self.loss_reduction = check_choice("loss_reduction", loss_reduction, ("mean", "sum"))
+
+        self.blocks: dict[str, KroneckerBlock] = {}
+        self.diagonal_blocks: dict[str, DiagonalBlock] = {}
+        self.identity_params: dict[str, nn.Parameter] = {}
+        self._assignment: dict[str, str] = {}
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+        self._register(model, exclude)
+
+        self.steps = 0
+        self._recording = False
+        self._seen_calls: set[int] = set()
+        self._diag_grads: list[tuple[DiagonalBlock, Tensor]] = []
+        self._reported_skips = 0
+
+    # ------------------------------------------------------------------ registration
+    def _register(self, model: nn.Module, exclude: Iterable[nn.Module | str]) -> None:
+        excluded = list(exclude)
+        excluded_names = {e for e in excluded if isinstance(e, str)}
+        excluded_ids = {id(e) for e in excluded if isinstance(e, nn.Module)}
+        known = {name for name, _ in model.named_modules()}
+        unknown = sorted(excluded_names - known)
+        if unknown:
+            raise ValueError(f"exclude names modules not in the model: {unknown}")
+        claimed: dict[int, str] = {}
+        for name, module in model.named_modules():
+            if name in excluded_names or id(module) in excluded_ids:
+                continue
+            weight = getattr(module, "weight", None)
+            if not isinstance(weight, nn.Parameter) or not weight.requires_grad:
+                continue
+            helper = helper_for(module)
+            if helper is None:
+                continue
+            block = KroneckerBlock(name or type(module).__name__, helper)
+            for p in helper.params():
+                if id(p) in claimed:
+                    raise ValueError(
+                        f"parameter shared by layers '{claimed[id(p)]}' and '{block.name}': "
+                        "K-FAC needs one block per parameter; exclude one of them"
+                    )
+                claimed[id(p)] = block.name
+            self.blocks[block.name] = block
+            self._hooks.append(module.register_forward_hook(self._make_forward_hook(block)))
+        if not self.blocks:
+            types = ", ".join(t.__name__ for t in registered_types())
+            raise ValueError(
+                f"K-FAC found no supported layer with trainable weights in {type(model).__name__} "
+                f"(supported: {types}; add others with acktr.register_layer)"
+            )
+        for pname, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            if id(p) in claimed:
+                self._assignment[pname] = f"kronecker:{claimed[id(p)]}"
+            elif self.fallback == "diagonal":
+                block = DiagonalBlock(pname, p)
+                self.diagonal_blocks[pname] = block
+                self._hooks.append(p.register_hook(self._make_param_hook(block)))
+                self._assignment[pname] = "diagonal"
+            else:
+                self.identity_params[pname] = p
+                self._assignment[pname] = "identity"
+
+    def assignments(self) -> dict[str, str]:
+        """Which curvature each trainable parameter gets, by parameter name.
+
+        Values: ``"kronecker:<module name>"``, ``"diagonal"`` or ``"identity"``.
+        """
+        return dict(self._assignment)
+
+    def remove_hooks(self) -> None:
+        """Detach every hook from the model (the preconditioner stops recording)."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+
+    # ------------------------------------------------------------------ statistics
+    @property
+    def stats_due(self) -> bool:
+        """True when the next ``step()`` is a statistics step (forward passes are captured)."""
+        return self.steps % self.stats_every == 0
+
+    def _make_forward_hook(self, block: KroneckerBlock):
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            if not (torch.is_grad_enabled() and self.stats_due and output.requires_grad):
+                return
+            x = inputs[0].detach()
+            call_id = id(x) ^ id(output)
+            output.register_hook(lambda grad: self._on_output_grad(block, x, call_id, grad))
+
+        return hook
+
+    def _on_output_grad(self, block: KroneckerBlock, x: Tensor, call_id: int, grad: Tensor) -> None:
+        if not self._recording:
+            return
+        rows, batch = block.helper.input_rows(x)
+        if call_id not in self._seen_calls:  # A once per forward call, G once per pass
+            self._seen_calls.add(call_id)
+            block.accumulate_inputs(rows, batch)
+        scale = float(batch) if self.loss_reduction == "mean" else 1.0
+        block.accumulate_grads(block.helper.grad_rows(grad), scale)
+
+    def _make_param_hook(self, block: DiagonalBlock):
+        def hook(grad: Tensor) -> None:
+            if self._recording:
+                self._diag_grads.append((block, grad.detach()))
+
+        return hook
+
+    @contextmanager
+    def record_stats(self) -> Iterator[None]:
+        """Record curvature statistics from the backward passes run inside this context.
+
+        Run the Fisher loss's backward here (:func:`acktr.fisher_loss`), typically with
+        ``retain_graph=True`` to reuse the forward for the training loss. Several passes inside
+        one context are averaged as Monte Carlo samples. ``.grad`` is left untouched. Does
+        nothing when ``stats_due`` was False at the forward pass.
+        """
+        if self._recording:
+            raise RuntimeError("record_stats() contexts cannot be nested")
+        params = [p for b in self.blocks.values() for p in b.helper.params()]
+        params += [b.param for b in self.diagonal_blocks.values()]
+        params += list(self.identity_params.values())
+        stash = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        self._recording = True
+        try:
+            yield
+        finally:
+            self._recording = False
+            for p, g in zip(params, stash):
+                p.grad = g
+            self._seen_calls.clear()
+            self._commit_stats()
+
+    def _commit_stats(self) -> None:
+        # The batch size of this context, needed by the diagonal fallback's estimator.
+        batch = max((b.pending_batch for b in self.blocks.values()), default=0) or 1
+        pending = [(b, b.pending_stats()) for b in self.blocks.values()]
+        pending = [(b, s) for b, s in pending if s is not None]
+        diag = self._diagonal_pending(batch)
+        flat = [t for _, s in pending for t in s] + [t for _, t in diag]
+        flat = reduce_statistics(flat)
+        for i, (block, _) in enumerate(pending):
+            block.update_factors(flat[2 * i], flat[2 * i + 1], self.stat_decay)
+        for j, (block, _) in enumerate(diag):
+            block.update_factors(flat[2 * len(pending) + j], self.stat_decay)
+
+    def _diagonal_pending(self, batch: int) -> list[tuple[DiagonalBlock, Tensor]]:
+        scale = float(batch) if self.loss_reduction == "mean" else 1.0
+        for block, grad in self._diag_grads:
+            block.accumulate_grad(grad, scale, batch)
+        self._diag_grads.clear()
+        out = [(b, b.pending_stats()) for b in self.diagonal_blocks.values()]
+        return [(b, s) for b, s in out if s is not None]
+
+    # ------------------------------------------------------------------ preconditioning
+    def _check_recorded(self) -> None:
+        missing = [name for name, b in self.blocks.items() if not b.recorded]
+        if len(missing) == len(self.blocks):
+            raise RuntimeError(
+                "K-FAC step() before any curvature statistics were recorded: run the Fisher "
+                "loss backward inside `with opt.record_stats():` (see acktr.fisher_loss) first"
+            )
+        if missing:
+            raise RuntimeError(
+                f"K-FAC layers {missing} received no curvature statistics: their outputs did not "
+                "reach the Fisher loss. Exclude them (exclude=[...]) or include them in the loss."
+            )
+
+    def refresh_due(self) -> bool:
+        """True when this ``step()`` recomputes the eigendecompositions (or inverses)."""
+        return self.steps % self.inverse_every == 0 or not all(
+            b.ready for b in self.blocks.values()
+        )
+
+    def refresh(self) -> None:
+        """Recompute every block's eigenbasis (or inverse) now and report numerical trouble."""
+        damping = resolve(self.damping, self.steps)
+        for block in self.blocks.values():
+            block.refresh(damping, self.damping_scheme, self.inverse_method)  # type: ignore[arg-type]
+        self._report_skipped_stats()
+
+    def _report_skipped_stats(self) -> None:
+        blocks = list(self.blocks.values()) + list(self.diagonal_blocks.values())
+        counts = {b.name: int(b.n_skipped) for b in blocks}
+        total = sum(counts.values())
+        if total > self._reported_skips:
+            bad = sorted(name for name, c in counts.items() if c)
+            warnings.warn(
+                f"K-FAC skipped {total - self._reported_skips} curvature-statistics update(s) "
+                f"with NaN/Inf values (layers: {bad}); the factors keep their previous values",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self._reported_skips = total
+
+    @torch.no_grad()
+    def step(self) -> Tensor:
+        """Precondition every gradient in place: ``.grad <- (F + lambda)^-1 .grad``.
+
+        Refreshes the eigendecompositions first when due. Parameters without a gradient are left
+        alone. Returns ``sum_p <Delta_p, grad_p>`` (a 0-dim tensor on the device, no host sync),
+        the quadratic form used by the ACKTR trust region.
+        """
+        self._check_recorded()
+        if self.refresh_due():
+            self.refresh()
+        damping = resolve(self.damping, self.steps)
+        terms: list[Tensor] = []
+        for block in self.blocks.values():
+            grad = block.helper.grad_matrix()
+            if grad is None:
+                continue
+            delta = block.precondition(grad, damping, self.damping_scheme)  # type: ignore[arg-type]
+            terms.append((delta * grad).sum())
+            block.helper.set_grad_matrix(delta)
+        for block in self.diagonal_blocks.values():
+            p = block.param
+            if p.grad is None:
+                continue
+            delta = block.precondition(p.grad, damping)
+            terms.append((delta * p.grad).sum())
+            p.grad.copy_(delta)
+        for p in self.identity_params.values():
+            if p.grad is not None:
+                terms.append((p.grad * p.grad).sum())
+        self.steps += 1
+        if not terms:
+            return torch.zeros(())
+        return torch.stack([t.to(terms[0].dtype) for t in terms]).sum()
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, object]:
+        """Everything needed to resume: factors, eigenbases/inverses, counters."""
+        return {
+            "steps": self.steps,
+            "reported_skips": self._reported_skips,
+            "blocks": {name: b.state_dict() for name, b in self.blocks.items()},
+            "diagonal": {name: b.state_dict() for name, b in self.diagonal_blocks.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        blocks: dict = state["blocks"]  # type: ignore[assignment]
+        diagonal: dict = state["diagonal"]  # type: ignore[assignment]
+        if set(blocks) != set(self.blocks) or set(diagonal) != set(self.diagonal_blocks):
+            raise ValueError(
+                "K-FAC state does not match this model: state has layers "
+                f"{sorted(blocks)} / diagonal {sorted(diagonal)}, model has {sorted(self.blocks)}"
+                f" / diagonal {sorted(self.diagonal_blocks)}"
+            )
+        for name, s in blocks.items():
+            self.blocks[name].load_state_dict(s)
+        for name, s in diagonal.items():
+            self.diagonal_blocks[name].load_state_dict(s)
+        self.steps = int(state["steps"])  # type: ignore[arg-type]
+        self._reported_skips = int(state["reported_skips"])  # type: ignore[arg-type]

@@ -1,0 +1,271 @@
+"""Actor-critic networks: a shared Nature-CNN for pixels and separate MLPs for vectors.
+
+Both classes have the same API (CleanRL style):
+
+* ``forward(obs) -> (dist, value)``
+* ``get_action_and_value(obs, action=None) -> (action, log_prob, entropy, value)``: samples an
+  action when ``action`` is None, otherwise evaluates the given one.
+* ``value(obs) -> value`` and ``act(obs, deterministic=False) -> action`` (no gradients).
+
+Values have shape ``(B,)``. Every weight layer is a plain ``nn.Linear`` or ``nn.Conv2d`` (K-FAC
+registers layers by type); a Gaussian policy's state-independent ``log_std`` is the only other
+parameter and goes to the optimizer's fallback. Activations are never in-place, so hooks on
+layer outputs see unmodified tensors.
+"""
+
+from __future__ import annotations
+
+import math
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from agents.config import PolicyConfig
+from agents.distributions import Distribution, DistributionSpec, make_distribution
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+# CleanRL / baselines orthogonal-init gains: hidden layers, policy output, value output.
+HIDDEN_GAIN = math.sqrt(2.0)
+POLICY_GAIN = 0.01
+VALUE_GAIN = 1.0
+
+
+def orthogonal_init(layer: nn.Linear | nn.Conv2d, gain: float) -> nn.Linear | nn.Conv2d:
+    """Orthogonal weights with ``gain``, zero bias; returns the layer."""
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def mlp(
+    in_dim: int,
+    hidden_sizes: tuple[int, ...],
+    out_dim: int,
+    activation: str = "tanh",
+    out_gain: float = 1.0,
+) -> nn.Sequential:
+    """Linear layers with ``activation`` between them, orthogonally initialized.
+
+    Args:
+        in_dim: Input features.
+        hidden_sizes: Widths of the hidden layers (may be empty: a single linear layer).
+        out_dim: Output features.
+        activation: ``"tanh"`` or ``"relu"``, default ``"tanh"``.
+        out_gain: Orthogonal gain of the output layer, default 1.0 (hidden layers: sqrt(2)).
+    """
+    layers: list[nn.Module] = []
+    sizes = (in_dim, *hidden_sizes)
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [orthogonal_init(nn.Linear(fan_in, fan_out), HIDDEN_GAIN), ACTIVATIONS[activation]()]
+    layers.append(orthogonal_init(nn.Linear(sizes[-1], out_dim), out_gain))
+    return nn.Sequential(*layers)
+
+
+class _ActorCriticAPI(nn.Module):
+    """The shared sampling / evaluation API; subclasses define ``forward`` and ``value``."""
+
+    def forward(self, obs: Tensor) -> tuple[Distribution, Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def value(self, obs: Tensor) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def get_action_and_value(
+        self, obs: Tensor, action: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Sample (``action=None``) or evaluate actions.
+
+        Returns:
+            ``(action, log_prob, entropy, value)``; all but ``action`` have shape ``(B,)``.
+        """
+        dist, value = self(obs)
+        if action is None:
+            action = dist.sample()
+        return action, dist.log_prob(action), dist.entropy(), value
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        """Action for ``obs`` without gradients: the mode if ``deterministic`` else a sample."""
+        dist, _ = self(obs)
+        return dist.mode() if deterministic else dist.sample()
+
+
+class NatureCNNActorCritic(_ActorCriticAPI):
+    """Nature-DQN trunk (Mnih et al. 2015) shared by a policy head and a value head.
+
+    Trunk: conv 32 8x8 stride 4, conv 64 4x4 stride 2, conv 64 3x3 stride 1, linear 512, ReLU
+    after each. Observations are channel-first ``(C, H, W)`` pixels in ``[0, 255]`` (uint8,
+    scaled by 1/255 inside ``forward``). Init: orthogonal, gain sqrt(2) for the trunk, 0.01 for
+    the policy head, 1.0 for the value head.
+
+    Args:
+        obs_shape: ``(C, H, W)`` of one observation (e.g. ``(4, 84, 84)``).
+        action_space: Discrete or 1-D Box action space.
+        hidden_size: Width of the trunk's linear layer, default 512.
+        log_std_init: Initial ``log_std`` for Box actions, default 0.0.
+    """
+
+    def __init__(
+        self,
+        obs_shape: tuple[int, int, int],
+        action_space: gym.Space,
+        hidden_size: int = 512,
+        log_std_init: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.spec: DistributionSpec = make_distribution(action_space)
+        channels = obs_shape[0]
+        convs = nn.Sequential(
+            orthogonal_init(nn.Conv2d(channels, 32, 8, stride=4), HIDDEN_GAIN),
+            nn.ReLU(),
+            orthogonal_init(nn.Conv2d(32, 64, 4, stride=2), HIDDEN_GAIN),
+            nn.ReLU(),
+            orthogonal_init(nn.Conv2d(64, 64, 3, stride=1), HIDDEN_GAIN),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat_size = convs(torch.zeros(1, *obs_shape)).shape[1]
+        self.trunk = nn.Sequential(
+            *convs,
+            orthogonal_init(nn.Linear(flat_size, hidden_size), HIDDEN_GAIN),
+            nn.ReLU(),
+        )
+        self.policy_head = orthogonal_init(nn.Linear(hidden_size, self.spec.param_dim), POLICY_GAIN)
+        self.value_head = orthogonal_init(nn.Linear(hidden_size, 1), VALUE_GAIN)
+        self.log_std = (
+            nn.Parameter(torch.full((self.spec.param_dim,), float(log_std_init)))
+            if self.spec.needs_log_std
+            else None
+        )
+
+    def _features(self, obs: Tensor) -> Tensor:
+        return self.trunk(obs.float() / 255.0)
+
+    def forward(self, obs: Tensor) -> tuple[Distribution, Tensor]:
+        """Distribution and value for a batch ``(B, C, H, W)`` of pixel observations."""
+        features = self._features(obs)
+        dist = self.spec.build(self.policy_head(features), self.log_std)
+        return dist, self.value_head(features).squeeze(-1)
+
+    def value(self, obs: Tensor) -> Tensor:
+        """``V(obs)``, shape ``(B,)``."""
+        return self.value_head(self._features(obs)).squeeze(-1)
+
+
+class Actor(nn.Module):
+    """Policy network: an MLP to the distribution's parameters, plus ``log_std`` for Box.
+
+    ``log_std`` lives here (not on the actor-critic) so that an optimizer built on
+    ``policy.actor`` owns every policy parameter.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        spec: DistributionSpec,
+        hidden_sizes: tuple[int, ...],
+        activation: str,
+        log_std_init: float,
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.net = mlp(obs_dim, hidden_sizes, spec.param_dim, activation, POLICY_GAIN)
+        self.log_std = (
+            nn.Parameter(torch.full((spec.param_dim,), float(log_std_init)))
+            if spec.needs_log_std
+            else None
+        )
+
+    def forward(self, obs: Tensor) -> Distribution:
+        return self.spec.build(self.net(obs), self.log_std)
+
+
+class MLPActorCritic(_ActorCriticAPI):
+    """Separate actor and critic MLPs for vector observations (the MuJoCo ACKTR setup).
+
+    Build one optimizer per network with ``policy.actor`` and ``policy.critic``. Init:
+    orthogonal, gain sqrt(2) for hidden layers, 0.01 for the policy output, 1.0 for the value
+    output.
+
+    Args:
+        obs_dim: Length of one observation vector.
+        action_space: Discrete or 1-D Box action space.
+        hidden_sizes: Hidden widths of both networks, default ``(64, 64)``.
+        activation: ``"tanh"`` or ``"relu"``, default ``"tanh"``.
+        log_std_init: Initial ``log_std`` for Box actions, default 0.0.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_space: gym.Space,
+        hidden_sizes: tuple[int, ...] = (64, 64),
+        activation: str = "tanh",
+        log_std_init: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.spec: DistributionSpec = make_distribution(action_space)
+        self.actor = Actor(obs_dim, self.spec, tuple(hidden_sizes), activation, log_std_init)
+        self.critic = mlp(obs_dim, tuple(hidden_sizes), 1, activation, VALUE_GAIN)
+
+    @property
+    def log_std(self) -> nn.Parameter | None:
+        """The actor's state-independent log standard deviation (None for Discrete)."""
+        return self.actor.log_std
+
+    def forward(self, obs: Tensor) -> tuple[Distribution, Tensor]:
+        """Distribution and value for a batch ``(B, obs_dim)`` of observations."""
+        obs = obs.float()
+        return self.actor(obs), self.critic(obs).squeeze(-1)
+
+    def value(self, obs: Tensor) -> Tensor:
+        """``V(obs)``, shape ``(B,)``."""
+        return self.critic(obs.float()).squeeze(-1)
+
+
+def is_image_space(space: gym.Space) -> bool:
+    """Whether ``space`` is a 3-D uint8 ``Box`` (channel-first pixels)."""
+    return (
+        isinstance(space, gym.spaces.Box) and len(space.shape) == 3 and space.dtype == np.uint8
+    )
+
+
+def make_policy(
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    config: PolicyConfig | None = None,
+) -> NatureCNNActorCritic | MLPActorCritic:
+    """Build the actor-critic for a single env's spaces.
+
+    Args:
+        observation_space: 3-D uint8 ``Box`` ``(C, H, W)`` -> :class:`NatureCNNActorCritic`;
+            1-D ``Box`` -> :class:`MLPActorCritic`.
+        action_space: Discrete or 1-D Box.
+        config: Network sizes (:class:`agents.config.PolicyConfig`); default ``PolicyConfig()``.
+
+    Raises:
+        ValueError: For any other observation space (Discrete, Dict, 2-D or float images...),
+            or an unsupported action space.
+    """
+    config = config or PolicyConfig()
+    if is_image_space(observation_space):
+        shape = tuple(int(d) for d in observation_space.shape)
+        return NatureCNNActorCritic(shape, action_space, config.cnn_hidden_size, config.log_std_init)
+    if isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1:
+        return MLPActorCritic(
+            int(observation_space.shape[0]),
+            action_space,
+            config.hidden_sizes,
+            config.activation,
+            config.log_std_init,
+        )
+    raise ValueError(
+        f"unsupported observation space {type(observation_space).__name__} "
+        f"({observation_space}); supported: 3-D uint8 Box (C, H, W) images -> Nature CNN, "
+        "1-D Box vectors -> MLP"
+    )

@@ -1,0 +1,130 @@
+"""Adapter from a gymnasium ``VectorEnv`` (same-step autoreset) to our ``VecEnv``.
+
+Used for ale-py's native ``AtariVectorEnv`` and for gymnasium's ``SyncVectorEnv`` /
+``AsyncVectorEnv`` alike: both report the last observation of an ended episode in
+``info["final_obs"]`` when built with ``autoreset_mode=SAME_STEP``; the first as a dense array
+whose other rows are stale, the others as an object array with ``None`` in the other rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+
+from envs.episodes import EpisodeStats, EpisodeTracker
+from envs.vec_env import StepResult, VecEnv
+
+SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete)
+SUPPORTED_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete)
+
+
+def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space) -> None:
+    """Raises ValueError when a space is one the agents cannot handle.
+
+    Args:
+        env_id: Named in the message.
+        observation_space: Single-env observation space; ``Box`` or ``Discrete`` allowed.
+        action_space: Single-env action space; ``Box`` or ``Discrete`` allowed.
+    """
+    if not isinstance(action_space, SUPPORTED_ACTION_SPACES):
+        raise ValueError(
+            f"{env_id!r} has action space {action_space} ({type(action_space).__name__}); "
+            "only Box (continuous) and Discrete action spaces are supported"
+        )
+    if not isinstance(observation_space, SUPPORTED_OBSERVATION_SPACES):
+        raise ValueError(
+            f"{env_id!r} has observation space {observation_space} "
+            f"({type(observation_space).__name__}); only Box and Discrete observation spaces "
+            "are supported"
+        )
+
+
+def _float32_space(space: gym.Space) -> gym.Space:
+    """A float64 ``Box`` becomes float32 (what the networks use); other spaces are unchanged."""
+    if isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.floating):
+        return spaces.Box(
+            space.low.astype(np.float32), space.high.astype(np.float32), dtype=np.float32
+        )
+    return space
+
+
+class GymnasiumVecEnv(VecEnv):
+    """Wraps a gymnasium vector env built with ``autoreset_mode=SAME_STEP``.
+
+    Args:
+        venv: The gymnasium vector env; closed by ``close()``.
+        env_id: For error messages.
+        seed: Seed of the first ``reset()``; sub-environment ``i`` gets ``seed + i``.
+    """
+
+    def __init__(self, venv: gym.vector.VectorEnv, env_id: str, seed: int) -> None:
+        mode = venv.metadata.get("autoreset_mode")
+        if mode is not None and AutoresetMode(mode) != AutoresetMode.SAME_STEP:
+            raise ValueError(f"{env_id!r}: expected a SAME_STEP autoreset vector env, got {mode}")
+        check_spaces(env_id, venv.single_observation_space, venv.single_action_space)
+        self.venv = venv
+        self.env_id = env_id
+        self.num_envs = venv.num_envs
+        self.observation_space = _float32_space(venv.single_observation_space)
+        self.action_space = venv.single_action_space
+        self._obs_dtype = self.observation_space.dtype
+        self._pending_seed: int | None = seed
+        self._tracker = EpisodeTracker(self.num_envs)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Resets all sub-environments; see ``VecEnv.reset``."""
+        if seed is None:
+            seed, self._pending_seed = self._pending_seed, None
+        obs, _ = self.venv.reset(seed=seed)
+        self._tracker.reset()
+        return np.asarray(obs, dtype=self._obs_dtype)
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Steps all sub-environments; see ``VecEnv.step``."""
+        obs, reward, terminated, truncated, raw_info = self.venv.step(self._prepare(actions))
+        obs = np.asarray(obs, dtype=self._obs_dtype)
+        reward = np.asarray(reward, dtype=np.float64)
+        terminated = np.asarray(terminated, dtype=bool)
+        truncated = np.asarray(truncated, dtype=bool)
+        ended = terminated | truncated
+        finished = self._tracker.update(reward, ended)
+        info: dict[str, Any] = {
+            "final_obs": self._final_obs(obs, ended, raw_info),
+            "episode_returns": finished.returns,
+            "episode_lengths": finished.lengths,
+        }
+        if "lives" in raw_info:
+            info["lives"] = np.asarray(raw_info["lives"], dtype=np.int32)
+        return obs, reward.astype(np.float32), terminated, truncated, info
+
+    def pop_episode_stats(self) -> EpisodeStats:
+        """See ``VecEnv.pop_episode_stats``."""
+        return self._tracker.pop()
+
+    def close(self) -> None:
+        """Closes the wrapped gymnasium vector env."""
+        self.venv.close()
+
+    def _prepare(self, actions: np.ndarray) -> np.ndarray:
+        """Casts actions to what the backend asserts: int64 ``(n,)`` or clipped Box arrays."""
+        actions = np.asarray(actions)
+        if isinstance(self.action_space, spaces.Discrete):
+            return actions.astype(np.int64).reshape(self.num_envs)
+        box = self.action_space
+        actions = actions.reshape(self.num_envs, *box.shape).astype(box.dtype)
+        return np.clip(actions, box.low, box.high)
+
+    def _final_obs(self, obs: np.ndarray, ended: np.ndarray, raw_info: dict) -> np.ndarray:
+        """Dense final observations: ``obs`` with the rows of ended episodes replaced."""
+        final_obs = obs.copy()
+        if not ended.any():
+            return final_obs
+        if "final_obs" not in raw_info:
+            raise RuntimeError(f"{self.env_id!r}: an episode ended but no final_obs was reported")
+        for i in np.flatnonzero(ended):
+            final_obs[i] = raw_info["final_obs"][i]
+        return final_obs

@@ -1,0 +1,54 @@
+"""Gymnasium environments (MuJoCo v5 and any other id) as same-step-autoreset vector envs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Literal
+
+import gymnasium as gym
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
+from envs.gym_adapter import GymnasiumVecEnv, check_spaces
+
+Vectorization = Literal["sync", "async"]
+
+
+def vectorize(env_fns: Sequence[Callable[[], gym.Env]], vectorization: Vectorization):
+    """Builds gymnasium's sync (one process) or async (one process per env) vector env.
+
+    Both use same-step autoreset, the convention ``GymnasiumVecEnv`` expects.
+
+    Args:
+        env_fns: One picklable constructor per sub-environment (picklable so that the async
+            workers can be started with any multiprocessing context).
+        vectorization: ``"sync"`` or ``"async"``.
+    """
+    if vectorization == "sync":
+        return SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    if vectorization == "async":
+        return AsyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
+
+
+def make_gym_vec_env(
+    env_id: str, num_envs: int, seed: int, vectorization: Vectorization = "sync"
+) -> GymnasiumVecEnv:
+    """Vectorizes ``gym.make(env_id)`` (MuJoCo or any gymnasium env with Box/Discrete actions).
+
+    The spaces are checked on one probe env before the workers start, so an unsupported action
+    space fails fast with a ValueError naming the space.
+
+    Args:
+        env_id: Registered gymnasium id, e.g. ``"HalfCheetah-v5"`` or ``"CartPole-v1"``.
+        num_envs: Number of sub-environments.
+        seed: Sub-environment ``i`` is seeded with ``seed + i`` on the first reset.
+        vectorization: ``"sync"`` (default) or ``"async"``.
+    """
+    probe = gym.make(env_id)
+    try:
+        check_spaces(env_id, probe.observation_space, probe.action_space)
+    finally:
+        probe.close()
+    venv = vectorize([partial(gym.make, env_id) for _ in range(num_envs)], vectorization)
+    return GymnasiumVecEnv(venv, env_id, seed)
