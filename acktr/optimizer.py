@@ -191,7 +191,7 @@ class KFAC(torch.optim.Optimizer):
         """ACKTR: ``nu = min(1, sqrt(kl_clip / (lr^2 Delta^T grad)))`` (Wu et al. 2017, sec. 3.1)."""
         if self._kl_clip is None:
             return torch.ones_like(vg)
-        kl_clip = resolve(self._kl_clip, self.steps)
+        kl_clip = check_positive("kl_clip", self._kl_clip, self.steps)
         quad = (vg * lr * lr).clamp_min(torch.finfo(vg.dtype).tiny)
         return torch.sqrt(kl_clip / quad).clamp(max=1.0)
 

@@ -285,7 +285,7 @@ class KFACPreconditioner:
 
     def refresh(self) -> None:
         """Recompute every block's eigenbasis (or inverse) now and report numerical trouble."""
-        damping = resolve(self.damping, self.steps)
+        damping = check_positive("damping", self.damping, self.steps)
         for block in self.blocks.values():
             block.refresh(damping, self.damping_scheme, self.inverse_method)  # type: ignore[arg-type]
         self._report_skipped_stats()
@@ -315,7 +315,7 @@ class KFACPreconditioner:
         self._check_recorded()
         if self.refresh_due():
             self.refresh()
-        damping = resolve(self.damping, self.steps)
+        damping = check_positive("damping", self.damping, self.steps)
         terms: list[Tensor] = []
         for block in self.blocks.values():
             grad = block.helper.grad_matrix()

@@ -1,0 +1,221 @@
+"""One training run of a supervised task with K-FAC, SGD or Adam, recording loss and time.
+
+Every optimizer sees the same initial weights and the same sequence of minibatches for a given
+seed, so curves from different optimizers (and learning rates) are directly comparable.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+import acktr
+from acktr.examples.autoencoder import DIGITS_LAYERS, MNIST_LAYERS, Autoencoder
+from acktr.examples.autoencoder import reconstruction_loss
+from acktr.examples.cnn import SmallCNN, classification_loss
+from acktr.examples.data import Dataset
+from acktr.losses import FisherKind
+
+OptimizerName = Literal["kfac", "sgd", "adam"]
+OPTIMIZERS: tuple[str, ...] = ("kfac", "sgd", "adam")
+TaskName = Literal["autoencoder", "cnn"]
+TASKS: tuple[str, ...] = ("autoencoder", "cnn")
+
+KFAC_EXAMPLE_DEFAULTS: dict[str, Any] = {"damping": 1e-2}
+"""K-FAC keyword arguments the examples use unless told otherwise (see docs/benchmarks.md)."""
+
+
+@dataclass
+class Task:
+    """A supervised problem: a model builder, its loss, its Fisher kind and its training data.
+
+    Attributes:
+        name: ``"autoencoder"`` or ``"cnn"``.
+        build_model: makes a freshly initialised model (seed the global RNG first).
+        loss: ``loss(outputs, x, y)``, the batch mean of per-example losses.
+        fisher_kind: the output distribution for :func:`acktr.fisher_loss`.
+        x: training inputs.
+        y: training labels (unused by the autoencoder).
+        batch_size: minibatch size.
+    """
+
+    name: str
+    build_model: Callable[[], nn.Module]
+    loss: Callable[[Tensor, Tensor, Tensor], Tensor]
+    fisher_kind: FisherKind
+    x: Tensor
+    y: Tensor
+    batch_size: int
+
+
+def make_task(name: TaskName, data: Dataset, batch_size: int | None = None) -> Task:
+    """The example task ``name`` on ``data``.
+
+    Args:
+        name: ``"autoencoder"`` (tanh autoencoder, logistic cross-entropy, Bernoulli Fisher) or
+            ``"cnn"`` (small CNN, softmax cross-entropy, categorical Fisher).
+        data: the dataset (digits or MNIST).
+        batch_size: minibatch size; None picks 512 (autoencoder) or 256 (cnn), capped at the
+            training-set size.
+    """
+    if name == "autoencoder":
+        widths = DIGITS_LAYERS if data.side == 8 else (data.n_pixels,) + MNIST_LAYERS[1:]
+        return Task(
+            name,
+            lambda: Autoencoder(widths),
+            lambda out, x, y: reconstruction_loss(out, x),
+            "bernoulli",
+            data.x_train,
+            data.y_train,
+            min(batch_size or 512, len(data.x_train)),
+        )
+    if name == "cnn":
+        return Task(
+            name,
+            lambda: SmallCNN(side=data.side),
+            lambda out, x, y: classification_loss(out, y),
+            "categorical",
+            data.x_train,
+            data.y_train,
+            min(batch_size or 256, len(data.x_train)),
+        )
+    raise ValueError(f"task must be one of {TASKS}, got {name!r}")
+
+
+def batches(n: int, batch_size: int, seed: int) -> Iterator[Tensor]:
+    """Endless index minibatches: a fresh seeded permutation each epoch, the tail dropped."""
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield perm[start : start + batch_size]
+
+
+def make_optimizer(
+    name: OptimizerName, model: nn.Module, lr: float, kfac_kwargs: dict[str, Any] | None = None
+) -> torch.optim.Optimizer:
+    """Build ``"kfac"`` (:class:`acktr.KFAC`), ``"sgd"`` (momentum 0.9) or ``"adam"``.
+
+    Args:
+        name: which optimizer.
+        model: the model to optimize.
+        lr: learning rate.
+        kfac_kwargs: extra keyword arguments for K-FAC (ignored by the others). None uses
+            :data:`KFAC_EXAMPLE_DEFAULTS`; pass ``{}`` for the optimizer's own defaults.
+    """
+    if name == "kfac":
+        kwargs = KFAC_EXAMPLE_DEFAULTS if kfac_kwargs is None else kfac_kwargs
+        return acktr.KFAC(model, lr=lr, **kwargs)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+@dataclass
+class RunResult:
+    """The record of one training run.
+
+    Attributes:
+        optimizer: ``"kfac"``, ``"sgd"`` or ``"adam"``.
+        lr: its learning rate.
+        label: a name for plots and tables (e.g. ``"kfac (defaults)"``).
+        losses: training (minibatch) loss at each iteration, before that iteration's step.
+        times: wall-clock seconds since the start of training at the end of each iteration.
+        diverged: True if the loss became NaN/Inf (training stopped there).
+    """
+
+    optimizer: str
+    lr: float
+    label: str = ""
+    losses: list[float] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    diverged: bool = False
+
+    def final_loss(self, window: int = 10) -> float:
+        """Mean training loss over the last ``window`` iterations (inf if diverged)."""
+        if self.diverged or not self.losses:
+            return math.inf
+        tail = self.losses[-window:]
+        return sum(tail) / len(tail)
+
+    def time_to_reach(self, target: float, window: int = 10) -> float | None:
+        """Seconds until the ``window``-iteration moving average of the loss is <= ``target``."""
+        for i in range(window - 1, len(self.losses)):
+            if sum(self.losses[i - window + 1 : i + 1]) / window <= target:
+                return self.times[i]
+        return None
+
+    def iters_to_reach(self, target: float, window: int = 10) -> int | None:
+        """Iterations until the ``window``-iteration moving average of the loss is <= target."""
+        for i in range(window - 1, len(self.losses)):
+            if sum(self.losses[i - window + 1 : i + 1]) / window <= target:
+                return i + 1
+        return None
+
+
+def train_step(
+    task: Task, model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor
+) -> Tensor:
+    """One iteration: forward, the Fisher backward when K-FAC records statistics, step.
+
+    Returns the (detached) minibatch loss before the step.
+    """
+    out = model(x)
+    if isinstance(opt, acktr.KFAC) and opt.stats_due:
+        with opt.record_stats():
+            acktr.fisher_loss(out, task.fisher_kind).backward(retain_graph=True)
+    opt.zero_grad(set_to_none=False)
+    loss = task.loss(out, x, y)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+def train(
+    task: Task,
+    optimizer: OptimizerName,
+    lr: float,
+    iters: int,
+    seed: int = 0,
+    kfac_kwargs: dict[str, Any] | None = None,
+    label: str | None = None,
+) -> RunResult:
+    """Train a fresh model (initialised from ``seed``) for ``iters`` iterations.
+
+    Args:
+        task: what to train.
+        optimizer: ``"kfac"``, ``"sgd"`` or ``"adam"``.
+        lr: learning rate.
+        iters: number of iterations (minibatches).
+        seed: seeds the initial weights, the minibatch order and K-FAC's sampled targets.
+            Default 0.
+        kfac_kwargs: see :func:`make_optimizer`.
+        label: name for plots (default: the optimizer's name).
+
+    Returns:
+        The losses and cumulative wall-clock times per iteration. Timing excludes model
+        construction and stops at divergence.
+    """
+    torch.manual_seed(seed)
+    model = task.build_model()
+    opt = make_optimizer(optimizer, model, lr, kfac_kwargs)
+    result = RunResult(optimizer, lr, label or optimizer)
+    order = batches(len(task.x), task.batch_size, seed)
+    start = time.perf_counter()
+    for _ in range(iters):
+        idx = next(order)
+        loss = float(train_step(task, model, opt, task.x[idx], task.y[idx]))
+        result.losses.append(loss)
+        result.times.append(time.perf_counter() - start)
+        if not math.isfinite(loss):
+            result.diverged = True
+            break
+    return result
