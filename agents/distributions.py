@@ -126,11 +126,10 @@ class DiagGaussian:
 
     def kl(self, other: DiagGaussian) -> Tensor:
         """KL(self || other) per row, summed over action dims; shape ``(B,)``."""
-        var_ratio = (self.log_std - other.log_std).mul(2.0).exp()
+        log_ratio = self.log_std - other.log_std
         mean_term = ((self.mean - other.mean) / other.std).pow(2)
-        return 0.5 * (var_ratio + mean_term - 1.0).sum(dim=-1) - (
-            self.log_std - other.log_std
-        ).sum(dim=-1)
+        per_dim = 0.5 * (log_ratio.mul(2.0).exp() + mean_term - 1.0) - log_ratio
+        return per_dim.sum(dim=-1)
 
 
 Distribution = Categorical | DiagGaussian

@@ -16,6 +16,7 @@ layer outputs see unmodified tensors.
 from __future__ import annotations
 
 import math
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -58,7 +59,10 @@ def mlp(
     layers: list[nn.Module] = []
     sizes = (in_dim, *hidden_sizes)
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [orthogonal_init(nn.Linear(fan_in, fan_out), HIDDEN_GAIN), ACTIVATIONS[activation]()]
+        layers += [
+            orthogonal_init(nn.Linear(fan_in, fan_out), HIDDEN_GAIN),
+            ACTIVATIONS[activation](),
+        ]
     layers.append(orthogonal_init(nn.Linear(sizes[-1], out_dim), out_gain))
     return nn.Sequential(*layers)
 
@@ -230,9 +234,7 @@ class MLPActorCritic(_ActorCriticAPI):
 
 def is_image_space(space: gym.Space) -> bool:
     """Whether ``space`` is a 3-D uint8 ``Box`` (channel-first pixels)."""
-    return (
-        isinstance(space, gym.spaces.Box) and len(space.shape) == 3 and space.dtype == np.uint8
-    )
+    return isinstance(space, gym.spaces.Box) and len(space.shape) == 3 and space.dtype == np.uint8
 
 
 def make_policy(
@@ -255,7 +257,9 @@ def make_policy(
     config = config or PolicyConfig()
     if is_image_space(observation_space):
         shape = tuple(int(d) for d in observation_space.shape)
-        return NatureCNNActorCritic(shape, action_space, config.cnn_hidden_size, config.log_std_init)
+        return NatureCNNActorCritic(
+            shape, action_space, config.cnn_hidden_size, config.log_std_init
+        )
     if isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1:
         return MLPActorCritic(
             int(observation_space.shape[0]),

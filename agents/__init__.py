@@ -1,0 +1,1 @@
+"""ACKTR agents: policies, action distributions, rollout storage, returns and run config."""
