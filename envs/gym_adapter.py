@@ -74,18 +74,23 @@ class GymnasiumVecEnv(VecEnv):
         self._obs_dtype = self.observation_space.dtype
         self._pending_seed: int | None = seed
         self._tracker = EpisodeTracker(self.num_envs)
+        self._env_ids = np.arange(self.num_envs)
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Resets all sub-environments; see ``VecEnv.reset``."""
         if seed is None:
-            seed, self._pending_seed = self._pending_seed, None
-        obs, _ = self.venv.reset(seed=seed)
+            seed = self._pending_seed
+        self._pending_seed = None
+        obs, _ = self.venv.reset(seed=None if seed is None else int(seed))
         self._tracker.reset()
         return np.asarray(obs, dtype=self._obs_dtype)
 
     def step(self, actions: np.ndarray) -> StepResult:
         """Steps all sub-environments; see ``VecEnv.step``."""
         obs, reward, terminated, truncated, raw_info = self.venv.step(self._prepare(actions))
+        if "env_id" in raw_info and not np.array_equal(raw_info["env_id"], self._env_ids):
+            # ale-py returns envs in index order when batch_size == num_envs; check it stays so.
+            raise RuntimeError(f"{self.env_id!r}: sub-environments came back out of order")
         obs = np.asarray(obs, dtype=self._obs_dtype)
         reward = np.asarray(reward, dtype=np.float64)
         terminated = np.asarray(terminated, dtype=bool)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Literal
@@ -14,7 +15,9 @@ from envs.gym_adapter import GymnasiumVecEnv, check_spaces
 Vectorization = Literal["sync", "async"]
 
 
-def vectorize(env_fns: Sequence[Callable[[], gym.Env]], vectorization: Vectorization):
+def vectorize(
+    env_fns: Sequence[Callable[[], gym.Env]], vectorization: Vectorization
+) -> gym.vector.VectorEnv:
     """Builds gymnasium's sync (one process) or async (one process per env) vector env.
 
     Both use same-step autoreset, the convention ``GymnasiumVecEnv`` expects.
@@ -31,8 +34,40 @@ def vectorize(env_fns: Sequence[Callable[[], gym.Env]], vectorization: Vectoriza
     raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
 
 
+def _warn_from_mujoco(message: str) -> None:
+    warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+
+def route_mujoco_warnings() -> None:
+    """Sends MuJoCo's warnings to Python's ``warnings`` (RuntimeWarning, shown once each).
+
+    Otherwise MuJoCo prints them and appends them to ``MUJOCO_LOG.TXT`` in the working
+    directory; MuJoCo 4 warns on every HalfCheetah load (``settotalmass`` is deprecated).
+    A handler the user installed first is kept.
+    """
+    import mujoco
+
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(_warn_from_mujoco)
+
+
+def make_env(env_id: str, is_mujoco: bool = False) -> gym.Env:
+    """``gym.make(env_id)``, routing MuJoCo warnings first when ``is_mujoco`` (default False).
+
+    A module-level function so that ``partial(make_env, ...)`` pickles for async workers.
+    """
+    if is_mujoco:
+        route_mujoco_warnings()
+    return gym.make(env_id)
+
+
 def make_gym_vec_env(
-    env_id: str, num_envs: int, seed: int, vectorization: Vectorization = "sync"
+    env_id: str,
+    num_envs: int,
+    seed: int,
+    vectorization: Vectorization = "sync",
+    *,
+    is_mujoco: bool = False,
 ) -> GymnasiumVecEnv:
     """Vectorizes ``gym.make(env_id)`` (MuJoCo or any gymnasium env with Box/Discrete actions).
 
@@ -44,11 +79,13 @@ def make_gym_vec_env(
         num_envs: Number of sub-environments.
         seed: Sub-environment ``i`` is seeded with ``seed + i`` on the first reset.
         vectorization: ``"sync"`` (default) or ``"async"``.
+        is_mujoco: Route MuJoCo's warnings to Python's (see ``route_mujoco_warnings``).
+            Default False.
     """
-    probe = gym.make(env_id)
+    probe = make_env(env_id, is_mujoco)
     try:
         check_spaces(env_id, probe.observation_space, probe.action_space)
     finally:
         probe.close()
-    venv = vectorize([partial(gym.make, env_id) for _ in range(num_envs)], vectorization)
+    venv = vectorize([partial(make_env, env_id, is_mujoco)] * num_envs, vectorization)
     return GymnasiumVecEnv(venv, env_id, seed)

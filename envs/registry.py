@@ -7,7 +7,6 @@ ale-py is installed, so ``"ALE/Pong-v5"`` and ``"PongNoFrameskip-v4"`` resolve.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 from typing import Literal
 
 import gymnasium as gym
@@ -22,10 +21,10 @@ MUJOCO_ENTRY_PREFIX = "gymnasium.envs.mujoco"
 
 def ale_available() -> bool:
     """True when ale-py can be imported (its envs are then registered with gymnasium)."""
-    if importlib.util.find_spec("ale_py") is None:
+    try:
+        import ale_py
+    except ImportError:
         return False
-    import ale_py
-
     gym.register_envs(ale_py)
     return True
 
@@ -57,9 +56,7 @@ def lookup_spec(env_id: str) -> EnvSpec:
     """
     has_ale = ale_available()
     if _looks_like_atari(env_id) and not has_ale:
-        raise ImportError(
-            f"{env_id!r} is an Atari environment and needs ale-py: {RL_EXTRA_HINT}"
-        )
+        raise ImportError(f"{env_id!r} is an Atari environment and needs ale-py: {RL_EXTRA_HINT}")
     try:
         return gym.spec(env_id)
     except gym.error.Error as err:
@@ -85,11 +82,13 @@ def detect_kind(spec: EnvSpec) -> EnvKind:
 
 def require_mujoco(env_id: str) -> None:
     """Raises ImportError naming what to install when the ``mujoco`` package is missing."""
-    if importlib.util.find_spec("mujoco") is None:
+    try:
+        import mujoco  # noqa: F401
+    except ImportError as err:
         raise ImportError(
             f"{env_id!r} is a MuJoCo environment and needs the mujoco package: "
             f'pip install "gymnasium[mujoco]" (or {RL_EXTRA_HINT})'
-        )
+        ) from err
 
 
 def resolve_kind(env_id: str, kind: Literal["auto", "atari", "mujoco", "gym"] = "auto") -> EnvKind:

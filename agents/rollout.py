@@ -1,0 +1,65 @@
+"""Collecting a rollout: one batched forward pass for all envs per step, storage on the device."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from agents.storage import RolloutStorage
+from envs import VecEnv
+
+
+def obs_to_tensor(obs: np.ndarray, device: torch.device) -> Tensor:
+    """Move a batch of observations to the device, keeping uint8 pixels as uint8."""
+    return torch.as_tensor(obs, device=device)
+
+
+@torch.no_grad()
+def collect_rollout(
+    env: VecEnv,
+    policy: nn.Module,
+    storage: RolloutStorage,
+    obs: Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[Tensor, list[float], list[int]]:
+    """Fill ``storage`` with ``storage.num_steps`` steps of every env, then its returns.
+
+    Per step: one forward pass for all envs, one device-to-host copy of the actions, one
+    host-to-device copy of what the envs returned. Truncated episodes bootstrap from the value
+    of their final observation (``info["final_obs"]``); terminated ones from 0.
+
+    Returns:
+        ``(next_obs, episode_returns, episode_lengths)``: the observation to continue from, and
+        the raw full-game returns and lengths of the episodes that ended during the rollout.
+    """
+    device = obs.device
+    storage.reset()
+    returns: list[float] = []
+    lengths: list[int] = []
+    for _ in range(storage.num_steps):
+        dist, value = policy(obs)
+        action = dist.sample()
+        log_prob = dist.log_prob(action)
+        next_obs, reward, terminated, truncated, info = env.step(action.cpu().numpy())
+        final_values = torch.zeros_like(value)
+        if truncated.any():
+            idx = np.flatnonzero(truncated)
+            final_obs = obs_to_tensor(info["final_obs"][idx], device)
+            final_values[torch.as_tensor(idx, device=device)] = policy.value(final_obs)
+        storage.insert(
+            obs,
+            action,
+            log_prob,
+            value,
+            torch.as_tensor(reward, device=device),
+            torch.as_tensor(terminated, device=device),
+            torch.as_tensor(truncated, device=device),
+            final_values,
+        )
+        returns.extend(float(r) for r in info["episode_returns"])
+        lengths.extend(int(n) for n in info["episode_lengths"])
+        obs = obs_to_tensor(next_obs, device)
+    storage.compute_returns(policy.value(obs), gamma, gae_lambda)
+    return obs, returns, lengths

@@ -1,0 +1,164 @@
+"""Command line: train ACKTR / A2C agents, evaluate checkpoints.
+
+    python train.py                                    # ACKTR on CartPole-v1, minutes on a CPU
+    python train.py --algo acktr --env ALE/Pong-v5 --timesteps 10M --seed 0
+    python train.py --env HalfCheetah-v5 --set algo.target_kl=0.002
+    python train.py --resume runs/CartPole-v1_acktr_s0_...
+    python train.py eval --checkpoint runs/.../checkpoint.pt --episodes 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+FAMILY_CONFIGS = {"atari": "atari.yaml", "mujoco": "mujoco.yaml", "gym": "classic.yaml"}
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train an ACKTR (or A2C) agent. Settings come from a YAML config (by default "
+        "the one for the env's family in configs/: atari.yaml, mujoco.yaml or classic.yaml), "
+        "then the flags below, then --set overrides. Subcommand: `train.py eval --help`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--algo", choices=["acktr", "a2c"], help="algorithm (config: algo.algo)")
+    p.add_argument("--env", help="gymnasium env id, e.g. CartPole-v1, ALE/Pong-v5, "
+                   "HalfCheetah-v5 (config: env.env_id; default CartPole-v1)")
+    p.add_argument("--timesteps", help="total env steps, e.g. 200k, 10M, 1e6 "
+                   "(config: run.total_timesteps)")
+    p.add_argument("--seed", type=int, help="random seed (config: run.seed)")
+    p.add_argument("--num-envs", type=int, help="parallel envs (config: env.num_envs)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                   help="where networks and rollouts live (config: run.device)")
+    p.add_argument("--config", type=Path, help="YAML config file (default: by env family)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set kfac.lr=0.1 (repeatable)")
+    p.add_argument("--logdir", help="parent folder of run directories (config: run.logdir)")
+    p.add_argument("--run-name", help="run directory name (default: env_algo_sSEED_TIME)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its checkpoint and config")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files")
+    return p
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py eval",
+        description="Evaluate a checkpoint deterministically on fresh environments, with the "
+        "training run's observation-normalization statistics.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="checkpoint file or run directory")
+    p.add_argument("--episodes", type=int, default=10, help="number of full episodes")
+    p.add_argument("--seed", type=int, default=None, help="env seed (default: run seed + 10000)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device")
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    return p
+
+
+def _flag_overrides(args: argparse.Namespace) -> list[str]:
+    pairs = [
+        ("algo.algo", args.algo),
+        ("env.env_id", args.env),
+        ("run.total_timesteps", args.timesteps),
+        ("run.seed", args.seed),
+        ("env.num_envs", args.num_envs),
+        ("run.device", args.device),
+        ("run.logdir", args.logdir),
+    ]
+    return [f"{k}={v}" for k, v in pairs if v is not None]
+
+
+def _default_config(env_id: str | None) -> Path:
+    from envs.registry import resolve_kind
+
+    kind = resolve_kind(env_id, "auto") if env_id else "gym"
+    return CONFIG_DIR / FAMILY_CONFIGS[kind]
+
+
+def _run_name(cfg) -> str:
+    env = re.sub(r"[^A-Za-z0-9.-]+", "-", cfg.env.env_id)
+    return f"{env}_{cfg.algo.algo}_s{cfg.run.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train_main(argv: list[str]) -> int:
+    from agents.config import load_config
+    from agents.trainer import train
+
+    args = _train_parser().parse_args(argv)
+    if args.resume is not None:
+        if not (args.resume / "config.yaml").is_file():
+            raise FileNotFoundError(f"--resume {args.resume}: no config.yaml in that directory")
+        cfg = load_config(args.resume / "config.yaml", _flag_overrides(args) + args.overrides)
+        run_dir = args.resume
+    else:
+        path = args.config or _default_config(args.env)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        cfg = load_config(path, _flag_overrides(args) + args.overrides)
+        run_dir = Path(cfg.run.logdir) / (args.run_name or _run_name(cfg))
+    print(f"run directory: {run_dir}")
+    summary = train(cfg, run_dir, resume=args.resume is not None,
+                    progress_bar=not args.no_progress, tensorboard=not args.no_tensorboard)
+    if summary["interrupted"]:
+        print(f"interrupted: checkpoint saved in {run_dir}; continue with "
+              f"`python train.py --resume {run_dir}`")
+        return 130
+    print(f"done: {summary['timesteps']} steps in {summary['wall_seconds']:.0f} s "
+          f"({summary['fps']:.0f} steps/s)")
+    if "final_return_mean" in summary:
+        print(f"evaluation over {summary['eval_episodes']} episodes: "
+              f"{summary['final_return_mean']:.1f} +- {summary['final_return_std']:.1f}")
+    return 0
+
+
+def eval_main(argv: list[str]) -> int:
+    from agents.checkpoint import load_checkpoint
+    from agents.config import config_from_dict
+    from agents.evaluate import evaluate, make_env_from_config
+    from agents.policies import make_policy
+    from agents.trainer import resolve_device
+
+    args = _eval_parser().parse_args(argv)
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    ckpt = load_checkpoint(args.checkpoint)
+    cfg = config_from_dict(ckpt["config"])
+    device = resolve_device(args.device)
+    probe = make_env_from_config(cfg, num_envs=1, training=False)
+    policy = make_policy(probe.observation_space, probe.action_space, cfg.policy).to(device)
+    probe.close()
+    policy.load_state_dict(ckpt["policy"])
+    policy.eval()
+    returns, lengths = evaluate(policy, cfg, args.episodes, device, ckpt["env"], args.seed,
+                                deterministic=not args.stochastic)
+    print(f"{cfg.env.env_id} ({cfg.algo.algo}, {ckpt['progress']['timesteps']} training steps): "
+          f"return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes, "
+          f"mean length {lengths.mean():.0f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python train.py`` and the ``acktr-train`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"eval": eval_main}
+    command = commands.get(argv[0]) if argv else None
+    try:
+        if command is not None:
+            return command(argv[1:])
+        return train_main(argv)
+    except (ValueError, ImportError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
