@@ -19,7 +19,7 @@ teach K-FAC a new layer with :func:`register_layer`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +65,7 @@ class LayerHelper(ABC):
         """Return the output gradient as ``(batch * positions, out_features)``."""
 
     def grad_matrix(self) -> Tensor | None:
-        """The gradient ``[dW | db]`` as ``(out, in [+1])``, or None if the layer got no gradient."""
+        """The gradient ``[dW | db]`` as ``(out, in [+1])``; None if the layer got no gradient."""
         w = self.weight.grad
         if w is None:
             return None
@@ -113,7 +113,8 @@ class Conv2dHelper(LayerHelper):
     def __init__(self, module: nn.Module) -> None:
         if module.groups != 1:  # type: ignore[union-attr]
             raise ValueError(
-                f"K-FAC supports Conv2d with groups=1 only; got groups={module.groups} in {module}. "
+                f"K-FAC supports Conv2d with groups=1 only; got groups={module.groups} in "
+                f"{module}. "
                 "Exclude this layer (exclude=[...]) to give its parameters the fallback instead."
             )
         super().__init__(module)
@@ -144,7 +145,9 @@ _REGISTRY: dict[type[nn.Module], Callable[[nn.Module], LayerHelper]] = {
 }
 
 
-def register_layer(module_type: type[nn.Module], helper: Callable[[nn.Module], LayerHelper]) -> None:
+def register_layer(
+    module_type: type[nn.Module], helper: Callable[[nn.Module], LayerHelper]
+) -> None:
     """Teach K-FAC a layer type: ``helper(module)`` builds its :class:`LayerHelper`."""
     if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
         raise TypeError(f"module_type must be an nn.Module subclass, got {module_type!r}")

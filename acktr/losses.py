@@ -21,6 +21,14 @@ FisherKind = Literal["categorical", "gaussian", "bernoulli"]
 FISHER_KINDS: tuple[str, ...] = ("categorical", "gaussian", "bernoulli")
 
 
+def _finite_rows(probs: Tensor) -> Tensor:
+    """Replace rows that are not finite probabilities by uniform ones, so that sampling never
+    raises: the Fisher loss is then NaN and the optimizer skips those statistics (with a
+    warning) instead of the run crashing."""
+    bad = ~torch.isfinite(probs).all(-1, keepdim=True)
+    return torch.where(bad, torch.full_like(probs, 1.0 / probs.shape[-1]), probs)
+
+
 def _batch(outputs: Tensor) -> int:
     return outputs.shape[0] if outputs.dim() > 0 else 1
 
@@ -60,7 +68,8 @@ def fisher_loss(
         logits = outputs.reshape(-1, outputs.shape[-1])
         if targets is None:
             with torch.no_grad():
-                targets = torch.multinomial(torch.softmax(logits.float(), -1), 1).squeeze(1)
+                probs = _finite_rows(torch.softmax(logits.float(), -1))
+                targets = torch.multinomial(probs, 1).squeeze(1)
         return F.cross_entropy(logits, targets.reshape(-1), reduction="sum") / b
     if kind == "gaussian":
         if targets is None:
@@ -69,7 +78,7 @@ def fisher_loss(
         return 0.5 * (outputs - targets).pow(2).sum() / b
     if targets is None:
         with torch.no_grad():
-            targets = torch.bernoulli(torch.sigmoid(outputs))
+            targets = torch.bernoulli(torch.sigmoid(outputs).nan_to_num(0.5))
     return F.binary_cross_entropy_with_logits(outputs, targets, reduction="sum") / b
 
 

@@ -1,4 +1,4 @@
-"""``KFAC``: the K-FAC preconditioner plus momentum and the ACKTR trust region, as a torch optimizer."""
+"""``KFAC``: the K-FAC preconditioner, momentum and the ACKTR trust region as a torch optimizer."""
 
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ class KFAC(torch.optim.Optimizer):
                 p.grad.add_(p, alpha=weight_decay)
 
     def _trust_region_scale(self, vg: Tensor, lr: float) -> Tensor:
-        """ACKTR: ``nu = min(1, sqrt(kl_clip / (lr^2 Delta^T grad)))`` (Wu et al. 2017, sec. 3.1)."""
+        """ACKTR: ``nu = min(1, sqrt(kl_clip / (lr^2 Delta^T grad)))`` (Wu et al. 2017)."""
         if self._kl_clip is None:
             return torch.ones_like(vg)
         kl_clip = check_positive("kl_clip", self._kl_clip, self.steps)

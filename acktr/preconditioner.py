@@ -40,7 +40,6 @@ from acktr.schedules import (
     check_decay,
     check_interval,
     check_positive,
-    resolve,
 )
 
 Fallback = Literal["diagonal", "identity"]
@@ -237,7 +236,7 @@ class KFACPreconditioner:
             yield
         finally:
             self._recording = False
-            for p, g in zip(params, stash):
+            for p, g in zip(params, stash, strict=False):
                 p.grad = g
             self._seen_calls.clear()
             self._commit_stats()

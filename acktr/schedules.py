@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Union
+from collections.abc import Callable
 
-Schedule = Union[float, Callable[[int], float]]
+Schedule = float | Callable[[int], float]
 """A hyperparameter: a number, or a function of the optimizer step (0-based) returning one."""
 
 

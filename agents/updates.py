@@ -72,7 +72,8 @@ def make_optimizers(policy: nn.Module, cfg: Config) -> Optimizers:
                 f"(MLP policies); {type(policy).__name__} shares its trunk"
             )
         # The policy's step size is adapted toward target_kl, so it stays a plain number.
-        return Optimizers(main=make_kfac(actor, cfg.kfac), critic=make_kfac(critic, cfg.critic_kfac))
+        critic_opt = make_kfac(critic, cfg.critic_kfac)
+        return Optimizers(main=make_kfac(actor, cfg.kfac), critic=critic_opt)
     return Optimizers(main=make_kfac(policy, cfg.kfac, decay))
 
 

@@ -82,7 +82,7 @@ def test_deep_linear_network_diagonal_blocks_are_exact():
     exact = exact_gauss_newton(model, layers, x)
     blocks = list(pre.blocks.values())
     approx = torch.zeros_like(exact)
-    for s, block in zip(block_slices(layers), blocks):
+    for s, block in zip(block_slices(layers), blocks, strict=False):
         dense = block.to_dense()
         assert rel_err(dense, exact[s, s]) < 1e-8
         approx[s, s] = dense
@@ -100,7 +100,7 @@ def test_tanh_network_kronecker_error_is_moderate():
     record_gauss_newton(pre, model, x)
     exact = exact_gauss_newton(model, layers, x)
     errs = []
-    for s, block in zip(block_slices(layers), pre.blocks.values()):
+    for s, block in zip(block_slices(layers), pre.blocks.values(), strict=False):
         errs.append(rel_err(block.to_dense(), exact[s, s]))
     print(f"tanh net: per-layer Kronecker relative errors {[round(e, 4) for e in errs]}")
     assert errs[1] < 1e-8  # the last layer's G is input-independent: exact

@@ -147,7 +147,7 @@ def test_record_stats_leaves_gradients_untouched():
     before = [p.grad.clone() for p in model.parameters()]
     with opt.record_stats():
         acktr.fisher_loss(out, "gaussian").backward()
-    for b, p in zip(before, model.parameters()):
+    for b, p in zip(before, model.parameters(), strict=False):
         torch.testing.assert_close(p.grad, b)
 
 
@@ -202,7 +202,7 @@ def test_momentum_is_an_average_of_steps_and_cold_start_is_sgd():
             o.zero_grad()
             out.pow(2).sum(-1).mean().backward()
             o.step()
-    for a, b in zip(model.parameters(), ref.parameters()):
+    for a, b in zip(model.parameters(), ref.parameters(), strict=False):
         torch.testing.assert_close(a, b)
     assert opt.preconditioner.blocks["Linear"].recorded  # statistics kept during cold start
 
@@ -244,11 +244,11 @@ def test_nonfinite_gradient_skips_the_step_with_a_warning_and_training_continues
     model[0].weight.grad[0, 0] = float("nan")
     with pytest.warns(RuntimeWarning, match="skipped 1 step"):
         opt.step()
-    for p, q in zip(model.parameters(), params):
+    for p, q in zip(model.parameters(), params, strict=False):
         torch.testing.assert_close(p, q)
-    for p, b in zip(model.parameters(), bufs):
+    for p, b in zip(model.parameters(), bufs, strict=False):
         torch.testing.assert_close(opt.state[p]["momentum_buffer"], b)
-    for blk, a in zip(opt.preconditioner.blocks.values(), factors):
+    for blk, _a in zip(opt.preconditioner.blocks.values(), factors, strict=False):
         assert bool(torch.isfinite(blk.A).all())
     losses = [kfac_step(opt, model, x, y) for _ in range(20)]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
@@ -296,7 +296,7 @@ def test_state_dict_round_trip_resumes_identically():
     torch.manual_seed(123)
     for _ in range(4):
         kfac_step(opt2, model2, x, y)
-    for a, b in zip(model.parameters(), model2.parameters()):
+    for a, b in zip(model.parameters(), model2.parameters(), strict=False):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -343,7 +343,7 @@ def test_preconditioner_with_sgd_equals_kfac_without_momentum():
                 quad = pre.step()
                 assert quad.dim() == 0 and float(quad) > 0
             o.step()
-    for a, b in zip(model.parameters(), twin.parameters()):
+    for a, b in zip(model.parameters(), twin.parameters(), strict=False):
         torch.testing.assert_close(a, b)
 
 
@@ -446,5 +446,5 @@ def test_cuda_step_matches_cpu():
         mse(out, y.cuda()).backward()
         opt_g.step()
     assert opt_g.preconditioner.blocks["0"].A.is_cuda
-    for a, b in zip(model.parameters(), gpu.parameters()):
+    for a, b in zip(model.parameters(), gpu.parameters(), strict=False):
         torch.testing.assert_close(a, b.cpu(), rtol=1e-3, atol=1e-4)
