@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -63,6 +64,45 @@ def tikhonov_pi(trace_a: Tensor, dim_a: int, trace_g: Tensor, dim_g: int) -> Ten
     tiny = torch.finfo(trace_a.dtype).tiny
     ratio = (trace_a / dim_a).clamp_min(tiny) / (trace_g / dim_g).clamp_min(tiny)
     return ratio.sqrt()
+
+
+@dataclass
+class Decomposition:
+    """A block's eigenbases (``eig = (d_A, Q_A, d_G, Q_G)``) or damped inverses
+    (``inv = (A_inv, G_inv)``) and its pi, or the error that prevented them."""
+
+    pi: Tensor
+    eig: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+    inv: tuple[Tensor, Tensor] | None = None
+    error: str | None = None
+
+    def tensors(self) -> dict[str, object]:
+        """Plain-data form for state dicts."""
+        return {"pi": self.pi, "eig": list(self.eig) if self.eig else None,
+                "inv": list(self.inv) if self.inv else None, "error": self.error}
+
+    @classmethod
+    def from_tensors(cls, state: dict) -> Decomposition:
+        eig, inv = state["eig"], state["inv"]
+        return cls(state["pi"], tuple(eig) if eig else None, tuple(inv) if inv else None,
+                   state["error"])
+
+
+def decompose_factors(a: Tensor, g: Tensor, damping: float, method: InverseMethod) -> Decomposition:
+    """Eigendecompositions of both factors (``method="eigen"``), or their factored-Tikhonov damped
+    inverses (``"inverse"``), with pi (Martens & Grosse 2015, eq. 6.3). Never raises on a
+    numerical failure: the error is returned for :meth:`KroneckerBlock.install` to report."""
+    try:
+        if method == "eigen":
+            d_a, q_a = safe_eigh(a)
+            d_g, q_g = safe_eigh(g)
+            pi = tikhonov_pi(d_a.sum(), a.shape[0], d_g.sum(), g.shape[0])
+            return Decomposition(pi, eig=(d_a, q_a, d_g, q_g))
+        pi = tikhonov_pi(a.trace(), a.shape[0], g.trace(), g.shape[0])
+        root, p = math.sqrt(damping), float(pi)
+        return Decomposition(pi, inv=(damped_inverse(a, p * root), damped_inverse(g, root / p)))
+    except CurvatureLinAlgError as e:
+        return Decomposition(torch.ones((), dtype=a.dtype, device=a.device), error=str(e))
 
 
 class KroneckerBlock:
@@ -154,34 +194,41 @@ class KroneckerBlock:
     def ready(self) -> bool:
         return self.eig is not None or self.inv is not None
 
-    def refresh(self, damping: float, scheme: DampingScheme, method: InverseMethod) -> bool:
-        """Recompute the eigenbases (or damped inverses) from the current factors.
+    def decompose(self, damping: float, method: InverseMethod) -> Decomposition | None:
+        """Eigendecompose (or invert) the current factors; None before any valid statistics.
 
-        On failure the previous ones are kept and a warning is issued. Returns success.
+        Pure given its inputs, so it may run in a background thread on cloned factors
+        (:func:`decompose_factors`); :meth:`install` makes the result current.
         """
         if int(self.n_updates) == 0:
+            return None
+        return decompose_factors(self.A, self.G, damping, method)
+
+    def install(self, result: Decomposition | None) -> bool:
+        """Make a decomposition current; on a failed one keep the previous and warn."""
+        if result is None:
             return False
-        try:
-            if method == "eigen":
-                d_a, q_a = safe_eigh(self.A)
-                d_g, q_g = safe_eigh(self.G)
-                self.pi = tikhonov_pi(d_a.sum(), self.dim_a, d_g.sum(), self.dim_g)
-                self.eig = (d_a, q_a, d_g, q_g)
-            else:
-                self.pi = tikhonov_pi(self.A.trace(), self.dim_a, self.G.trace(), self.dim_g)
-                pi = float(self.pi)
-                root = math.sqrt(damping)
-                self.inv = (damped_inverse(self.A, pi * root), damped_inverse(self.G, root / pi))
-            return True
-        except CurvatureLinAlgError as e:
+        if result.error is not None:
             self.n_refresh_failures += 1
             warnings.warn(
-                f"K-FAC: refreshing the curvature of layer '{self.name}' failed ({e}); "
-                "keeping its previous eigenbasis/inverse.",
+                f"K-FAC: refreshing the curvature of layer '{self.name}' failed "
+                f"({result.error}); keeping its previous eigenbasis/inverse.",
                 RuntimeWarning,
                 stacklevel=3,
             )
             return False
+        kw = {"dtype": self.dtype, "device": self.device}
+        self.pi = result.pi.to(**kw)
+        self.eig = tuple(t.to(**kw) for t in result.eig) if result.eig else None  # type: ignore
+        self.inv = tuple(t.to(**kw) for t in result.inv) if result.inv else None  # type: ignore
+        return True
+
+    def refresh(self, damping: float, scheme: DampingScheme, method: InverseMethod) -> bool:
+        """Recompute the eigenbases (or damped inverses) from the current factors now.
+
+        On failure the previous ones are kept and a warning is issued. Returns success.
+        """
+        return self.install(self.decompose(damping, method))
 
     def eigen_denominator(self, damping: float, scheme: DampingScheme) -> Tensor:
         """The damped eigenvalues of the block, as an ``(out, in [+1])`` matrix."""

@@ -55,6 +55,8 @@ class KFAC(torch.optim.Optimizer):
             ``"diagonal"``.
         loss_reduction: ``"mean"`` (default) or ``"sum"`` over the batch.
         exclude: modules or module names that get no Kronecker block.
+        async_inverse: overlap eigendecompositions with the next steps in a background thread
+            (stale by exactly one refresh; deterministic). Default False.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class KFAC(torch.optim.Optimizer):
         fallback: Fallback = "diagonal",
         loss_reduction: LossReduction = "mean",
         exclude: Iterable[nn.Module | str] = (),
+        async_inverse: bool = False,
     ) -> None:
         check_positive("lr", lr)
         check_decay("momentum", momentum)
@@ -98,6 +101,7 @@ class KFAC(torch.optim.Optimizer):
             fallback=fallback,
             loss_reduction=loss_reduction,
             exclude=exclude,
+            async_inverse=async_inverse,
         )
         params = [p for p in model.parameters() if p.requires_grad]
         defaults = {

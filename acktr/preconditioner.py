@@ -25,13 +25,21 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from acktr.blocks import DampingScheme, DiagonalBlock, InverseMethod, KroneckerBlock
+from acktr.blocks import (
+    DampingScheme,
+    Decomposition,
+    DiagonalBlock,
+    InverseMethod,
+    KroneckerBlock,
+    decompose_factors,
+)
 from acktr.distributed import reduce_statistics
 from acktr.layers import helper_for, registered_types
 from acktr.schedules import (
@@ -73,6 +81,10 @@ class KFACPreconditioner:
             ``"sum"`` if they are sums over the batch.
         exclude: modules (or their names in ``model.named_modules()``) that get no Kronecker
             block; their parameters go to the fallback.
+        async_inverse: compute eigendecompositions in a background thread, overlapped with the
+            next ``inverse_every`` steps: the refresh at step ``k`` installs the decomposition
+            of the factors as they were at the previous refresh (stale by exactly one refresh,
+            so runs stay deterministic) and starts the next one. Default False.
     """
 
     def __init__(
@@ -88,6 +100,7 @@ class KFACPreconditioner:
         fallback: Fallback = "diagonal",
         loss_reduction: LossReduction = "mean",
         exclude: Iterable[nn.Module | str] = (),
+        async_inverse: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -118,6 +131,8 @@ class KFACPreconditioner:
         self._seen_calls: set[int] = set()
         self._diag_grads: list[tuple[DiagonalBlock, Tensor]] = []
         self._reported_skips = 0
+        self._executor = ThreadPoolExecutor(1, "kfac-inverse") if async_inverse else None
+        self._pending: Future | None = None
 
     # ------------------------------------------------------------------ registration
     def _register(self, model: nn.Module, exclude: Iterable[nn.Module | str]) -> None:
@@ -283,11 +298,35 @@ class KFACPreconditioner:
         )
 
     def refresh(self) -> None:
-        """Recompute every block's eigenbasis (or inverse) now and report numerical trouble."""
+        """Recompute every block's eigenbasis (or inverse) and report numerical trouble.
+
+        Synchronous by default; with ``async_inverse`` install the previous refresh's result
+        and start the next decomposition in the background (waiting only the first time).
+        """
         damping = check_positive("damping", self.damping, self.steps)
-        for block in self.blocks.values():
-            block.refresh(damping, self.damping_scheme, self.inverse_method)  # type: ignore[arg-type]
+        method = self.inverse_method
+        if self._executor is None:
+            for block in self.blocks.values():
+                block.refresh(damping, self.damping_scheme, method)  # type: ignore[arg-type]
+        else:
+            self._install_pending()
+            jobs = [(b, b.A.clone(), b.G.clone()) for b in self.blocks.values() if b.recorded]
+
+            def work() -> dict[str, Decomposition]:
+                return {b.name: decompose_factors(a, g, damping, method) for b, a, g in jobs}
+
+            self._pending = self._executor.submit(work)
+            if not all(b.ready for b in self.blocks.values()):
+                self._install_pending()  # nothing to precondition with yet: wait this once
         self._report_skipped_stats()
+
+    def _install_pending(self) -> None:
+        if self._pending is None:
+            return
+        results = self._pending.result()
+        self._pending = None
+        for name, result in results.items():
+            self.blocks[name].install(result)
 
     def _report_skipped_stats(self) -> None:
         blocks = list(self.blocks.values()) + list(self.diagonal_blocks.values())
@@ -341,11 +380,15 @@ class KFACPreconditioner:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, object]:
         """Everything needed to resume: factors, eigenbases/inverses, counters."""
+        pending = None
+        if self._pending is not None:  # an in-flight async refresh is part of the state
+            pending = {k: d.tensors() for k, d in self._pending.result().items()}
         return {
             "steps": self.steps,
             "reported_skips": self._reported_skips,
             "blocks": {name: b.state_dict() for name, b in self.blocks.items()},
             "diagonal": {name: b.state_dict() for name, b in self.diagonal_blocks.items()},
+            "pending": pending,
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
@@ -363,3 +406,11 @@ class KFACPreconditioner:
             self.diagonal_blocks[name].load_state_dict(s)
         self.steps = int(state["steps"])  # type: ignore[arg-type]
         self._reported_skips = int(state["reported_skips"])  # type: ignore[arg-type]
+        pending = state.get("pending")
+        self._pending = None
+        if pending is not None:
+            if self._executor is None:
+                raise ValueError("K-FAC state holds an async refresh; use async_inverse=True")
+            future: Future = Future()
+            future.set_result({k: Decomposition.from_tensors(d) for k, d in pending.items()})
+            self._pending = future

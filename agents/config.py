@@ -172,6 +172,8 @@ class KFACConfig:
     """Step size during the cold start; None: ``lr``."""
     fallback: Literal["diagonal", "identity"] = "diagonal"
     """Preconditioner for parameters no K-FAC block claims (e.g. a policy's log_std)."""
+    async_inverse: bool = False
+    """Overlap eigendecompositions with the next updates (stale by one refresh; deterministic)."""
 
 
 def _critic_kfac_default() -> KFACConfig:

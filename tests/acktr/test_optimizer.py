@@ -448,3 +448,49 @@ def test_cuda_step_matches_cpu():
     assert opt_g.preconditioner.blocks["0"].A.is_cuda
     for a, b in zip(model.parameters(), gpu.parameters(), strict=False):
         torch.testing.assert_close(a, b.cpu(), rtol=1e-3, atol=1e-4)
+
+
+def _mlp_run(steps: int, **kwargs):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
+    opt = acktr.KFAC(model, lr=0.2, **kwargs)
+    x, y = torch.randn(32, 3), torch.randn(32, 2)
+    snapshots = {}
+    for k in range(steps):
+        if k % opt.preconditioner.inverse_every == 0:
+            snapshots[k] = None  # filled after this step's statistics
+        out = model(x)
+        with opt.record_stats():
+            acktr.fisher_loss(out, "gaussian").backward(retain_graph=True)
+        if k in snapshots:
+            snapshots[k] = opt.preconditioner.blocks["2"].A.clone()
+        opt.zero_grad()
+        mse(out, y).backward()
+        opt.step()
+    return model, opt, snapshots
+
+
+def test_async_inverse_is_stale_by_exactly_one_refresh_and_deterministic():
+    model, opt, snaps = _mlp_run(7, inverse_every=3, async_inverse=True)
+    # The eigenbasis used at steps 6.. comes from the factors recorded at step 3.
+    d_a, q_a, _, _ = opt.preconditioner.blocks["2"].eig
+    expected = q_a @ torch.diag(d_a) @ q_a.T
+    torch.testing.assert_close(expected, snaps[3], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(snaps[3], snaps[6])
+    model2, _, _ = _mlp_run(7, inverse_every=3, async_inverse=True)
+    sync_model, _, _ = _mlp_run(7, inverse_every=3)
+    for a, b, c in zip(model.parameters(), model2.parameters(), sync_model.parameters(),
+                       strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert any(not torch.allclose(a, c) for a, c in
+               zip(model.parameters(), sync_model.parameters(), strict=True))
+
+
+def test_async_inverse_state_dict_carries_the_pending_refresh():
+    model, opt, _ = _mlp_run(4, inverse_every=3, async_inverse=True)
+    state = copy.deepcopy(opt.state_dict())
+    assert state["kfac"]["pending"] is not None
+    fresh = acktr.KFAC(model, lr=0.2, inverse_every=3, async_inverse=True)
+    fresh.load_state_dict(state)
+    with pytest.raises(ValueError, match="async_inverse=True"):
+        acktr.KFAC(model, lr=0.2, inverse_every=3).load_state_dict(state)
