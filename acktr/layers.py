@@ -56,6 +56,13 @@ class LayerHelper(ABC):
         """Columns of the weight matrix, without the homogeneous coordinate."""
         return self.weight[0].numel()
 
+    def batch_size(self, x: Tensor) -> int:
+        """Examples in the layer input ``x`` (its first dimension; 1 if unbatched)."""
+        return x.shape[0] if x.dim() > self.unbatched_dims else 1
+
+    unbatched_dims = 1
+    """Dimensions of one unbatched input (1 for a vector, 3 for a (C, H, W) image)."""
+
     @abstractmethod
     def input_rows(self, x: Tensor) -> tuple[Tensor, int]:
         """Return ``(rows, batch_size)``: the input as ``(batch * positions, in_features)``."""
@@ -110,6 +117,8 @@ class Conv2dHelper(LayerHelper):
     ``groups=1`` (a grouped convolution has one Kronecker block per group, not supported yet).
     """
 
+    unbatched_dims = 3
+
     def __init__(self, module: nn.Module) -> None:
         if module.groups != 1:  # type: ignore[union-attr]
             raise ValueError(
@@ -123,20 +132,35 @@ class Conv2dHelper(LayerHelper):
         conv: nn.Conv2d = self.module  # type: ignore[assignment]
         if x.dim() == 3:  # unbatched (C, H, W)
             x = x.unsqueeze(0)
-        padding = conv.padding
-        if isinstance(padding, str) or conv.padding_mode != "zeros":
-            # Pad exactly as Conv2d._conv_forward does, then unfold without padding.
+        # Pad exactly as Conv2d._conv_forward does.
+        if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
             mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
             x = F.pad(x, conv._reversed_padding_repeated_twice, mode=mode)
-            padding = (0, 0)
-        patches = F.unfold(x, conv.kernel_size, conv.dilation, padding, conv.stride)
-        # (B, C*kh*kw, T) -> (B*T, C*kh*kw); the column order matches weight.view(out, -1).
-        return patches.transpose(1, 2).reshape(-1, patches.shape[1]), x.shape[0]
+        elif any(conv.padding):
+            ph, pw = conv.padding
+            x = F.pad(x, (pw, pw, ph, ph))
+        return _patch_rows(x, conv.kernel_size, conv.stride, conv.dilation), x.shape[0]
 
     def grad_rows(self, grad_output: Tensor) -> Tensor:
         if grad_output.dim() == 3:
             grad_output = grad_output.unsqueeze(0)
         return grad_output.permute(0, 2, 3, 1).reshape(-1, grad_output.shape[1])
+
+
+def _patch_rows(
+    x: Tensor, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> Tensor:
+    """Unfolded patches of a padded input as ``(B * Ho * Wo, C * kh * kw)`` rows.
+
+    A strided view and one copy: several times faster than ``F.unfold`` (im2col) on CPU. The
+    column order (C, kh, kw) matches ``weight.view(out, -1)``.
+    """
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    view = x.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)
+    if dh > 1 or dw > 1:
+        view = view[..., ::dh, ::dw]
+    b, c, ho, wo = view.shape[:4]
+    return view.permute(0, 2, 3, 1, 4, 5).reshape(b * ho * wo, c * kh * kw)
 
 
 _REGISTRY: dict[type[nn.Module], Callable[[nn.Module], LayerHelper]] = {

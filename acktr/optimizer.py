@@ -57,6 +57,8 @@ class KFAC(torch.optim.Optimizer):
         exclude: modules or module names that get no Kronecker block.
         async_inverse: overlap eigendecompositions with the next steps in a background thread
             (stale by exactly one refresh; deterministic). Default False.
+        stats_batch_size: examples per statistics batch used for the factors (a random subset;
+            None: all). Default None.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class KFAC(torch.optim.Optimizer):
         loss_reduction: LossReduction = "mean",
         exclude: Iterable[nn.Module | str] = (),
         async_inverse: bool = False,
+        stats_batch_size: int | None = None,
     ) -> None:
         check_positive("lr", lr)
         check_decay("momentum", momentum)
@@ -102,6 +105,7 @@ class KFAC(torch.optim.Optimizer):
             loss_reduction=loss_reduction,
             exclude=exclude,
             async_inverse=async_inverse,
+            stats_batch_size=stats_batch_size,
         )
         params = [p for p in model.parameters() if p.requires_grad]
         defaults = {

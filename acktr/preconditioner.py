@@ -85,6 +85,9 @@ class KFACPreconditioner:
             next ``inverse_every`` steps: the refresh at step ``k`` installs the decomposition
             of the factors as they were at the previous refresh (stale by exactly one refresh,
             so runs stay deterministic) and starts the next one. Default False.
+        stats_batch_size: estimate the factors from a random subset of this many examples of
+            each statistics batch (the same subset for every layer; an unbiased, noisier and
+            cheaper estimate). Default None: the whole batch.
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class KFACPreconditioner:
         loss_reduction: LossReduction = "mean",
         exclude: Iterable[nn.Module | str] = (),
         async_inverse: bool = False,
+        stats_batch_size: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -118,6 +122,9 @@ class KFACPreconditioner:
             )
         self.fallback = check_choice("fallback", fallback, ("diagonal", "identity"))
         self.loss_reduction = check_choice("loss_reduction", loss_reduction, ("mean", "sum"))
+        if stats_batch_size is not None:
+            check_interval("stats_batch_size", stats_batch_size)
+        self.stats_batch_size = stats_batch_size
 
         self.blocks: dict[str, KroneckerBlock] = {}
         self.diagonal_blocks: dict[str, DiagonalBlock] = {}
@@ -129,6 +136,7 @@ class KFACPreconditioner:
         self.steps = 0
         self._recording = False
         self._seen_calls: set[int] = set()
+        self._subsets: dict[tuple[int, str], Tensor] = {}
         self._diag_grads: list[tuple[DiagonalBlock, Tensor]] = []
         self._reported_skips = 0
         self._executor = ThreadPoolExecutor(1, "kfac-inverse") if async_inverse else None
@@ -215,12 +223,29 @@ class KFACPreconditioner:
     def _on_output_grad(self, block: KroneckerBlock, x: Tensor, call_id: int, grad: Tensor) -> None:
         if not self._recording:
             return
-        rows, batch = block.helper.input_rows(x)
+        helper = block.helper
+        batch = helper.batch_size(x)
+        # Per-example gradients: autograd gives g_hat / batch for a batch-mean loss.
+        scale = float(batch) if self.loss_reduction == "mean" else 1.0
+        idx = self._subsample(batch, x.device)
+        if idx is not None:
+            x, grad = x.index_select(0, idx), grad.index_select(0, idx)
         if call_id not in self._seen_calls:  # A once per forward call, G once per pass
             self._seen_calls.add(call_id)
-            block.accumulate_inputs(rows, batch)
-        scale = float(batch) if self.loss_reduction == "mean" else 1.0
-        block.accumulate_grads(block.helper.grad_rows(grad), scale)
+            rows, n = helper.input_rows(x)
+            block.accumulate_inputs(rows, n)
+        block.accumulate_grads(helper.grad_rows(grad), scale)
+
+    def _subsample(self, batch: int, device: torch.device) -> Tensor | None:
+        """The examples this context's statistics use: a random subset of ``stats_batch_size``
+        (the same for every layer), or None for the whole batch."""
+        m = self.stats_batch_size
+        if m is None or batch <= m:
+            return None
+        key = (batch, str(device))
+        if key not in self._subsets:
+            self._subsets[key] = torch.randperm(batch, device=device)[:m]
+        return self._subsets[key]
 
     def _make_param_hook(self, block: DiagonalBlock):
         def hook(grad: Tensor) -> None:
@@ -254,6 +279,7 @@ class KFACPreconditioner:
             for p, g in zip(params, stash, strict=False):
                 p.grad = g
             self._seen_calls.clear()
+            self._subsets.clear()
             self._commit_stats()
 
     def _commit_stats(self) -> None:

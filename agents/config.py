@@ -174,6 +174,8 @@ class KFACConfig:
     """Preconditioner for parameters no K-FAC block claims (e.g. a policy's log_std)."""
     async_inverse: bool = False
     """Overlap eigendecompositions with the next updates (stale by one refresh; deterministic)."""
+    stats_batch_size: int | None = field(default=None, metadata=_at_least(1))
+    """Examples of each batch used for the curvature statistics (random subset; null: all)."""
 
 
 def _critic_kfac_default() -> KFACConfig:

@@ -117,7 +117,7 @@ def write_curves(sweeps: Sequence[Sweep], path: str | Path) -> None:
         for s in sweeps:
             best = s.best
             for run in s.runs:
-                for i, (t, loss) in enumerate(zip(run.times, run.losses)):
+                for i, (t, loss) in enumerate(zip(run.times, run.losses, strict=False)):
                     w.writerow([s.label, run.lr, int(run is best), i + 1, f"{t:.6f}", repr(loss)])
 
 

@@ -6,6 +6,7 @@ seed, so curves from different optimizers (and learning rates) are directly comp
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -16,8 +17,7 @@ import torch
 from torch import Tensor, nn
 
 import acktr
-from acktr.examples.autoencoder import DIGITS_LAYERS, MNIST_LAYERS, Autoencoder
-from acktr.examples.autoencoder import reconstruction_loss
+from acktr.examples.autoencoder import DIGITS_LAYERS, MNIST_LAYERS, Autoencoder, reconstruction_loss
 from acktr.examples.cnn import SmallCNN, classification_loss
 from acktr.examples.data import Dataset
 from acktr.losses import FisherKind
@@ -27,7 +27,7 @@ OPTIMIZERS: tuple[str, ...] = ("kfac", "sgd", "adam")
 TaskName = Literal["autoencoder", "cnn"]
 TASKS: tuple[str, ...] = ("autoencoder", "cnn")
 
-KFAC_EXAMPLE_DEFAULTS: dict[str, Any] = {"damping": 1e-2}
+KFAC_EXAMPLE_DEFAULTS: dict[str, Any] = {"damping": 1e-2, "kl_clip": 1e-2}
 """K-FAC keyword arguments the examples use unless told otherwise (see docs/benchmarks.md)."""
 
 
@@ -111,12 +111,42 @@ def make_optimizer(
     """
     if name == "kfac":
         kwargs = KFAC_EXAMPLE_DEFAULTS if kfac_kwargs is None else kfac_kwargs
-        return acktr.KFAC(model, lr=lr, **kwargs)
+        opt = acktr.KFAC(model, lr=lr, **kwargs)
+        _unique_call_ids(opt.preconditioner)
+        return opt
     if name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     if name == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+def _unique_call_ids(pre: acktr.KFACPreconditioner) -> None:
+    """Workaround: re-register the preconditioner's forward hooks with collision-free call ids.
+
+    ``KFACPreconditioner._make_forward_hook`` keys "A already counted for this forward call" by
+    ``id(x) ^ id(output)``; the output object is freed after the forward, so its address is
+    reused and two layers' keys can collide. The second layer's ``A`` update is then silently
+    dropped, and if that happens at the first step, ``step()`` raises "received no curvature
+    statistics" (seen about once in a few thousand steps on the digits autoencoder). A counter
+    cannot collide. Remove this once the preconditioner uses unique ids.
+    """
+    counter = itertools.count()
+    pre.remove_hooks()
+
+    def forward_hook(block: acktr.KroneckerBlock) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            if not (torch.is_grad_enabled() and pre.stats_due and output.requires_grad):
+                return
+            x, call_id = inputs[0].detach(), next(counter)
+            output.register_hook(lambda grad: pre._on_output_grad(block, x, call_id, grad))
+
+        return hook
+
+    for block in pre.blocks.values():
+        pre._hooks.append(block.helper.module.register_forward_hook(forward_hook(block)))
+    for block in pre.diagonal_blocks.values():
+        pre._hooks.append(block.param.register_hook(pre._make_param_hook(block)))
 
 
 @dataclass
@@ -163,20 +193,24 @@ class RunResult:
 
 def train_step(
     task: Task, model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor
-) -> Tensor:
+) -> float:
     """One iteration: forward, the Fisher backward when K-FAC records statistics, step.
 
-    Returns the (detached) minibatch loss before the step.
+    Returns the minibatch loss before the step. If it is NaN/Inf the step is not taken (the
+    model has diverged; sampling Fisher targets from NaN outputs would raise).
     """
     out = model(x)
+    loss = task.loss(out, x, y)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        return value
     if isinstance(opt, acktr.KFAC) and opt.stats_due:
         with opt.record_stats():
             acktr.fisher_loss(out, task.fisher_kind).backward(retain_graph=True)
     opt.zero_grad(set_to_none=False)
-    loss = task.loss(out, x, y)
     loss.backward()
     opt.step()
-    return loss.detach()
+    return value
 
 
 def train(
@@ -212,7 +246,7 @@ def train(
     start = time.perf_counter()
     for _ in range(iters):
         idx = next(order)
-        loss = float(train_step(task, model, opt, task.x[idx], task.y[idx]))
+        loss = train_step(task, model, opt, task.x[idx], task.y[idx])
         result.losses.append(loss)
         result.times.append(time.perf_counter() - start)
         if not math.isfinite(loss):

@@ -494,3 +494,23 @@ def test_async_inverse_state_dict_carries_the_pending_refresh():
     fresh.load_state_dict(state)
     with pytest.raises(ValueError, match="async_inverse=True"):
         acktr.KFAC(model, lr=0.2, inverse_every=3).load_state_dict(state)
+
+
+def test_stats_batch_size_uses_a_random_subset_of_examples():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2).double()
+    x = torch.randn(64, 3, dtype=torch.float64)
+    noise = torch.randn(64, 2, dtype=torch.float64)
+    pre = acktr.KFACPreconditioner(model, stat_decay=0.0, stats_batch_size=16)
+    torch.manual_seed(5)
+    out = model(x)
+    with pre.record_stats():
+        acktr.fisher_loss(out, "gaussian", targets=out.detach() - noise).backward()
+    torch.manual_seed(5)
+    idx = torch.randperm(64)[:16]
+    xa = torch.cat([x[idx], torch.ones(16, 1, dtype=torch.float64)], 1)
+    block = pre.blocks["Linear"]
+    torch.testing.assert_close(block.A, xa.T @ xa / 16)
+    torch.testing.assert_close(block.G, noise[idx].T @ noise[idx] / 16)
+    with pytest.raises(ValueError, match="stats_batch_size"):
+        acktr.KFACPreconditioner(model, stats_batch_size=0)
