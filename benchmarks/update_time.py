@@ -16,6 +16,7 @@ import time
 import gymnasium as gym
 import numpy as np
 import torch
+import yaml
 
 from agents.config import Config
 from agents.policies import make_policy
@@ -61,9 +62,7 @@ def main() -> None:
         cfg.kfac.cold_start_steps = 0
         for kv in args.kfac:
             key, value = kv.split("=", 1)
-            cur = getattr(cfg.kfac, key)
-            setattr(cfg.kfac, key, value.lower() == "true" if isinstance(cur, bool) else
-                    type(cur)(value) if cur is not None else float(value))
+            setattr(cfg.kfac, key, yaml.safe_load(value))
         torch.manual_seed(0)
         policy = make_policy(obs_space, act_space, cfg.policy).to(device)
         runs[algo] = (policy, make_optimizers(policy, cfg), cfg)
