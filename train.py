@@ -5,6 +5,7 @@
     python train.py --env HalfCheetah-v5 --set algo.target_kl=0.002
     python train.py --resume runs/CartPole-v1_acktr_s0_...
     python train.py eval --checkpoint runs/.../checkpoint.pt --episodes 10
+    python train.py eval --checkpoint runs/... --video cartpole.gif
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--logdir", help="parent folder of run directories (config: run.logdir)")
     p.add_argument("--run-name", help="run directory name (default: env_algo_sSEED_TIME)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR from its checkpoint and config")
+                   help="continue the run in RUN_DIR from its checkpoint and config; with env "
+                   "snapshots (MuJoCo, classic control, Atari) exactly as if never stopped")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files")
     return p
@@ -61,6 +63,9 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="env seed (default: run seed + 10000)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device")
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    p.add_argument("--video", type=Path, metavar="FILE",
+                   help="also record one evaluation episode to FILE (.gif, or .mp4 with "
+                   "imageio-ffmpeg); needs imageio, and pygame for classic control")
     return p
 
 
@@ -95,8 +100,14 @@ def train_main(argv: list[str]) -> int:
 
     args = _train_parser().parse_args(argv)
     if args.resume is not None:
-        if not (args.resume / "config.yaml").is_file():
-            raise FileNotFoundError(f"--resume {args.resume}: no config.yaml in that directory")
+        if not args.resume.is_dir():
+            raise FileNotFoundError(f"--resume {args.resume}: no such run directory")
+        missing = [n for n in ("config.yaml", "checkpoint.pt") if not (args.resume / n).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"--resume {args.resume}: not a run directory (no {' or '.join(missing)}); "
+                "pass the folder `python train.py` created, e.g. runs/CartPole-v1_acktr_s0_..."
+            )
         cfg = load_config(args.resume / "config.yaml", _flag_overrides(args) + args.overrides)
         run_dir = args.resume
     else:
@@ -123,13 +134,15 @@ def train_main(argv: list[str]) -> int:
 def eval_main(argv: list[str]) -> int:
     from agents.checkpoint import load_checkpoint
     from agents.config import config_from_dict
-    from agents.evaluate import evaluate, make_env_from_config
+    from agents.evaluate import check_video_writer, evaluate, make_env_from_config, record_video
     from agents.policies import make_policy
     from agents.trainer import resolve_device
 
     args = _eval_parser().parse_args(argv)
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.video is not None:
+        check_video_writer(args.video)
     ckpt = load_checkpoint(args.checkpoint)
     cfg = config_from_dict(ckpt["config"])
     device = resolve_device(args.device)
@@ -143,6 +156,10 @@ def eval_main(argv: list[str]) -> int:
     print(f"{cfg.env.env_id} ({cfg.algo.algo}, {ckpt['progress']['timesteps']} training steps): "
           f"return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes, "
           f"mean length {lengths.mean():.0f}")
+    if args.video is not None:
+        ret, length = record_video(policy, cfg, args.video, device, ckpt["env"], args.seed,
+                                   deterministic=not args.stochastic)
+        print(f"video: {args.video} (one episode: return {ret:.2f}, length {length})")
     return 0
 
 
@@ -158,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImportError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2), already printed
+        return e.code if isinstance(e.code, int) else int(e.code is not None)
 
 
 if __name__ == "__main__":

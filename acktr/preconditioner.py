@@ -23,6 +23,7 @@ not matter. Loss convention: ``loss_reduction="mean"`` (default) means the loss 
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -136,6 +137,7 @@ class KFACPreconditioner:
         self.steps = 0
         self._recording = False
         self._seen_calls: set[int] = set()
+        self._call_ids = itertools.count()
         self._subsets: dict[tuple[int, str], Tensor] = {}
         self._diag_grads: list[tuple[DiagonalBlock, Tensor]] = []
         self._reported_skips = 0
@@ -215,7 +217,7 @@ class KFACPreconditioner:
             if not (torch.is_grad_enabled() and self.stats_due and output.requires_grad):
                 return
             x = inputs[0].detach()
-            call_id = id(x) ^ id(output)
+            call_id = next(self._call_ids)  # identifies this forward call (A counted once)
             output.register_hook(lambda grad: self._on_output_grad(block, x, call_id, grad))
 
         return hook

@@ -1,9 +1,15 @@
-"""Deterministic evaluation of a policy over full episodes (raw, unclipped returns)."""
+"""Deterministic evaluation of a policy over full episodes (raw, unclipped returns), and
+recording one evaluation episode as a video."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -16,9 +22,18 @@ from envs.registry import resolve_kind
 
 
 def make_env_from_config(
-    cfg: Config, *, num_envs: int | None = None, seed: int | None = None, training: bool = True
+    cfg: Config,
+    *,
+    num_envs: int | None = None,
+    seed: int | None = None,
+    training: bool = True,
+    render_mode: str | None = None,
 ) -> VecEnv:
-    """Build the vectorized env the config describes (training or evaluation mode)."""
+    """Build the vectorized env the config describes (training or evaluation mode).
+
+    ``num_envs`` and ``seed`` default to the config's; ``render_mode`` (default None) is passed
+    to ``gym.make`` (``"rgb_array"`` for videos).
+    """
     e = cfg.env
     kind = resolve_kind(e.env_id, "auto")
     atari = None
@@ -43,6 +58,7 @@ def make_env_from_config(
         normalize_reward=e.normalize_reward,
         gamma=cfg.algo.gamma,
         training=training,
+        render_mode=render_mode,
     )
 
 
@@ -72,7 +88,8 @@ def run_episodes(
         action = policy.act(obs, deterministic=deterministic)
         next_obs, _, terminated, truncated, info = env.step(action.cpu().numpy())
         ended = np.flatnonzero(terminated | truncated)
-        for i, ret, length in zip(ended, info["episode_returns"], info["episode_lengths"]):
+        finished = zip(ended, info["episode_returns"], info["episode_lengths"], strict=False)
+        for i, ret, length in finished:
             if got[i] < wanted[i]:
                 returns.append(float(ret))
                 lengths.append(int(length))
@@ -110,3 +127,141 @@ def evaluate(
         return run_episodes(env, policy, episodes, device, deterministic)
     finally:
         env.close()
+
+
+VIDEO_FORMATS = (".gif", ".mp4")
+
+
+def check_video_writer(path: str | Path) -> None:
+    """Raises ValueError / ImportError (naming what to install) if ``path``'s format (``.gif``
+    or ``.mp4``) cannot be written here."""
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_FORMATS:
+        raise ValueError(f"video file {path} must end in .gif or .mp4")
+    try:
+        import imageio  # noqa: F401
+    except ImportError as err:
+        raise ImportError("writing videos needs imageio: pip install imageio") from err
+    if path.suffix.lower() == ".mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError as err:
+            raise ImportError(
+                "writing MP4 needs imageio's ffmpeg plugin: pip install imageio-ffmpeg "
+                "(or write a .gif)"
+            ) from err
+
+
+def _write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".gif":
+        imageio.mimsave(path, frames, duration=1000.0 / fps, loop=0)
+    else:
+        imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
+
+
+def _gl_backend_works(backend: str) -> bool:
+    # In a child process: a failed attempt can leave PyOpenGL bound to the wrong platform.
+    probe = "import mujoco.{0} as m; c = m.GLContext(16, 16); c.make_current(); c.free()"
+    env = {**os.environ, "MUJOCO_GL": backend}
+    env.pop("PYOPENGL_PLATFORM", None)
+    try:
+        done = subprocess.run([sys.executable, "-c", probe.format(backend)], env=env,
+                              capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def choose_mujoco_gl() -> str | None:
+    """Picks a headless OpenGL backend for MuJoCo rendering: ``MUJOCO_GL`` if set, the
+    display's (GLFW) if ``DISPLAY`` is set, else the first of EGL and OSMesa that works here,
+    which is then set in ``MUJOCO_GL``. Returns the choice (None: GLFW on the display).
+
+    Raises:
+        ImportError: headless, and neither EGL nor OSMesa can create a context.
+    """
+    if os.environ.get("MUJOCO_GL"):
+        return os.environ["MUJOCO_GL"]
+    if os.environ.get("DISPLAY"):
+        return None
+    for backend in ("egl", "osmesa"):
+        if _gl_backend_works(backend):
+            os.environ["MUJOCO_GL"] = backend
+            return backend
+    raise ImportError(
+        "MuJoCo cannot render without a display here: neither EGL nor OSMesa could create an "
+        "OpenGL context. Install one (e.g. apt-get install libegl1 or libosmesa6) or set "
+        "MUJOCO_GL to a backend that works"
+    )
+
+
+@torch.no_grad()
+def record_video(
+    policy: nn.Module,
+    cfg: Config,
+    path: str | Path,
+    device: torch.device,
+    env_state: dict[str, Any] | None = None,
+    seed: int | None = None,
+    deterministic: bool = True,
+    max_steps: int = 108_000,
+) -> tuple[float, int]:
+    """Record one evaluation episode (one env, built like the evaluation env) to a GIF or MP4.
+
+    Args:
+        policy: the actor-critic.
+        cfg: the run's config (env settings).
+        path: ``.gif`` (imageio with Pillow) or ``.mp4`` (needs ``imageio-ffmpeg``).
+        device: where the policy lives.
+        env_state: the training env's ``state_dict()`` (observation normalization).
+        seed: env seed; default ``cfg.run.seed + 10_000`` as for :func:`evaluate`.
+        deterministic: act with the distribution's mode (default) instead of sampling.
+        max_steps: stop after this many steps if the episode has not ended. Default 108000.
+
+    Returns:
+        ``(return, length)`` of the recorded episode (raw return), or ``(nan, max_steps)`` if
+        it was cut at ``max_steps``. The video shows every state but the terminal one.
+
+    Raises:
+        ImportError: imageio (or, for MP4, imageio-ffmpeg) is missing, the env's renderer
+            needs a package that is missing (e.g. pygame for classic control), or MuJoCo
+            cannot render on this machine (no EGL or OSMesa).
+    """
+    path = Path(path)
+    check_video_writer(path)
+    kind = resolve_kind(cfg.env.env_id, "auto")
+    if kind == "mujoco":
+        choose_mujoco_gl()
+    seed = cfg.run.seed + 10_000 if seed is None else seed
+    env = make_env_from_config(cfg, num_envs=1, seed=seed, training=False,
+                               render_mode="rgb_array")
+    try:
+        if env_state:
+            env.load_state_dict(env_state)
+        fps = 60.0 / cfg.env.frame_skip if kind == "atari" else float(env.render_fps or 30)
+        obs = obs_to_tensor(env.reset(), device)
+        frames = [_render(env, cfg.env.env_id)]
+        for _ in range(max_steps):
+            action = policy.act(obs, deterministic=deterministic)
+            next_obs, _, terminated, truncated, info = env.step(action.cpu().numpy())
+            if terminated[0] or truncated[0]:
+                total, length = float(info["episode_returns"][0]), int(info["episode_lengths"][0])
+                break
+            frames.append(_render(env, cfg.env.env_id))
+            obs = obs_to_tensor(next_obs, device)
+        else:
+            total, length = float("nan"), max_steps
+    finally:
+        env.close()
+    _write_video(path, frames, fps)
+    return total, length
+
+
+def _render(env: VecEnv, env_id: str) -> np.ndarray:
+    try:
+        return env.render()
+    except gym.error.DependencyNotInstalled as err:
+        raise ImportError(f"rendering {env_id!r} needs a missing package: {err}") from err

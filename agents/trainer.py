@@ -3,12 +3,22 @@
 A run directory holds ``config.yaml`` (the resolved config), TensorBoard event files,
 ``progress.csv``, ``checkpoint.pt`` (every ``run.checkpoint_every`` updates, at the end, and on
 Ctrl-C) and, at the end, ``summary.json``.
+
+Exact resume: a checkpoint taken between updates holds the model, the optimizers, the torch RNG
+streams, the counters, the observation the learner holds and a snapshot of the environments
+(``VecEnv.snapshot``: simulator states, env RNGs, time limits, frame stacks, normalization
+statistics and accumulators). Resuming from it continues exactly as the uninterrupted run would
+have, on the same device (bit-exact on CPU). Env kinds that cannot be snapshot (see
+``envs.snapshot``) restart from fresh seeded episodes, with a warning.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import signal
+import sys
+import threading
 import time
 import warnings
 from collections import deque
@@ -27,6 +37,7 @@ from agents.policies import make_policy
 from agents.rollout import collect_rollout, obs_to_tensor
 from agents.storage import RolloutStorage
 from agents.updates import make_optimizers, update
+from envs import SnapshotUnsupported, VecEnv
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,28 +62,70 @@ class Progress:
     recent_returns: deque = field(default_factory=lambda: deque(maxlen=100))
     recent_lengths: deque = field(default_factory=lambda: deque(maxlen=100))
 
+    def state_dict(self) -> dict[str, Any]:
+        """Plain numbers and lists, for the checkpoint."""
+        return {
+            "update": self.update,
+            "timesteps": self.timesteps,
+            "wall_seconds": self.wall_seconds,
+            "episodes": self.episodes,
+            "recent_returns": list(self.recent_returns),
+            "recent_lengths": list(self.recent_lengths),
+        }
+
+    def load_state_dict(self, p: dict[str, Any]) -> None:
+        """Restores ``state_dict()`` output."""
+        self.update, self.timesteps = int(p["update"]), int(p["timesteps"])
+        self.wall_seconds, self.episodes = float(p["wall_seconds"]), int(p["episodes"])
+        self.recent_returns.extend(p["recent_returns"])
+        self.recent_lengths.extend(p["recent_lengths"])
+
 
 class RunLogger:
-    """TensorBoard scalars and ``progress.csv`` rows (the CSV keeps its first row's columns)."""
+    """TensorBoard scalars and ``progress.csv`` rows (the CSV keeps its first row's columns).
 
-    def __init__(self, run_dir: Path, enabled_tensorboard: bool = True) -> None:
+    Args:
+        run_dir: the run directory.
+        enabled_tensorboard: write TensorBoard event files. Default True.
+        resume_after: when resuming from the checkpoint of this many timesteps, drop what was
+            logged after it (CSV rows and TensorBoard events), so that a run that crashed after
+            its last checkpoint does not log those updates twice. Default None (a new run).
+    """
+
+    def __init__(
+        self, run_dir: Path, enabled_tensorboard: bool = True, resume_after: int | None = None
+    ) -> None:
         self.csv_path = run_dir / "progress.csv"
         self._fields: list[str] | None = None
         if self.csv_path.exists():
             with self.csv_path.open() as f:
                 header = f.readline().strip()
             self._fields = header.split(",") if header else None
+            if resume_after is not None:
+                self._drop_rows_after(resume_after)
         self.writer = None
         if enabled_tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(run_dir))
+                purge = None if resume_after is None else resume_after + 1
+                self.writer = SummaryWriter(str(run_dir), purge_step=purge)
             except ImportError:
                 warnings.warn(
                     "tensorboard is not installed: no event files (pip install -e '.[rl]')",
                     stacklevel=2,
                 )
+
+    def _drop_rows_after(self, timesteps: int) -> None:
+        with self.csv_path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        kept = [r for r in rows if int(float(r["timesteps"])) <= timesteps]
+        if len(kept) == len(rows):
+            return
+        with self.csv_path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self._fields or [])
+            w.writeheader()
+            w.writerows(kept)
 
     def log(self, step: int, row: dict[str, float]) -> None:
         if self.writer is not None:
@@ -93,38 +146,134 @@ class RunLogger:
             self.writer.close()
 
 
-def _checkpoint_state(policy, opts, env, progress: Progress, cfg: Config) -> dict[str, Any]:
+class StopOnCtrlC:
+    """Context manager: the first Ctrl-C asks the loop to stop after the current update (see
+    ``requested``); a second one raises ``KeyboardInterrupt`` at once.
+
+    Only the main thread receives signals; elsewhere this does nothing and Ctrl-C raises
+    ``KeyboardInterrupt`` wherever the loop is.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this update and saving a checkpoint "
+              "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> StopOnCtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._installed:
+            # None: the previous handler was not installed from Python; fall back to Python's.
+            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """Every random stream the agent draws from: torch's CPU generator (network init, CPU
+    sampling) and, on CUDA, the device's (action sampling and Fisher samples there). numpy's
+    and Python's global generators are not used; env RNGs are in the env snapshot."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _env_snapshot(env: VecEnv, at_boundary: bool) -> tuple[dict[str, Any] | None, str | None]:
+    """``(snapshot, None)``, or ``(None, why not)``."""
+    if not at_boundary:
+        return None, "the run was stopped in the middle of an update (e.g. a second Ctrl-C)"
+    try:
+        return env.snapshot(), None
+    except SnapshotUnsupported as err:
+        return None, str(err)
+
+
+def _checkpoint_state(
+    policy, opts, env: VecEnv, obs: torch.Tensor, progress: Progress, cfg: Config,
+    device: torch.device, at_boundary: bool = True,
+) -> dict[str, Any]:
+    snapshot, why_not = _env_snapshot(env, at_boundary)
     return {
         "policy": policy.state_dict(),
         "optimizers": opts.state_dict(),
         "env": env.state_dict(),
-        "progress": {
-            "update": progress.update,
-            "timesteps": progress.timesteps,
-            "wall_seconds": progress.wall_seconds,
-            "episodes": progress.episodes,
-            "recent_returns": list(progress.recent_returns),
-            "recent_lengths": list(progress.recent_lengths),
-        },
-        "torch_rng": torch.get_rng_state(),
+        "env_snapshot": snapshot,
+        "env_snapshot_missing": why_not,
+        "obs": obs.detach().cpu() if snapshot is not None else None,
+        "progress": progress.state_dict(),
+        "rng": _rng_state(device),
         "config": config_to_dict(cfg),
     }
 
 
-def _restore(ckpt: dict[str, Any], policy, opts, env, progress: Progress) -> None:
+def _restore(ckpt: dict[str, Any], policy, opts, env: VecEnv, progress: Progress,
+             device: torch.device) -> None:
     policy.load_state_dict(ckpt["policy"])
     opts.load_state_dict(ckpt["optimizers"])
     env.load_state_dict(ckpt["env"])
-    p = ckpt["progress"]
-    progress.update, progress.timesteps = int(p["update"]), int(p["timesteps"])
-    progress.wall_seconds, progress.episodes = float(p["wall_seconds"]), int(p["episodes"])
-    progress.recent_returns.extend(p["recent_returns"])
-    progress.recent_lengths.extend(p["recent_lengths"])
-    torch.set_rng_state(ckpt["torch_rng"])
+    progress.load_state_dict(ckpt["progress"])
+    if "rng" in ckpt:
+        _set_rng_state(ckpt["rng"], device)
+    else:  # checkpoints written before exact resume
+        torch.set_rng_state(ckpt["torch_rng"])
+
+
+def _resume_env(ckpt: dict[str, Any], env: VecEnv, cfg: Config, progress: Progress,
+                device: torch.device) -> torch.Tensor:
+    """Continues the checkpoint's episodes, or starts fresh seeded ones with a warning."""
+    snapshot = ckpt.get("env_snapshot")
+    why_not = ckpt.get("env_snapshot_missing") or "the checkpoint holds no environment snapshot"
+    if snapshot is not None:
+        try:
+            env.restore(snapshot)
+            return ckpt["obs"].to(device)
+        except (SnapshotUnsupported, ValueError) as err:
+            why_not = f"restoring the environment snapshot failed: {err}"
+            env.load_state_dict(ckpt["env"])
+    env_seed = cfg.run.seed + 7919 * progress.update  # fresh episodes, reproducibly seeded
+    warnings.warn(
+        f"resuming {cfg.env.env_id} from fresh episodes (env seed {env_seed}) because {why_not}; "
+        "the run continues but will not match an uninterrupted one",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return obs_to_tensor(env.reset(seed=env_seed), device)
 
 
 def _mean(xs) -> float:
     return float(np.mean(xs)) if len(xs) else float("nan")
+
+
+def _log_row(progress: Progress, metrics: dict[str, float]) -> dict[str, float]:
+    return {
+        "update": progress.update,
+        "timesteps": progress.timesteps,
+        "wall_seconds": progress.wall_seconds,
+        "fps": progress.timesteps / max(progress.wall_seconds, 1e-9),
+        "return_mean": _mean(progress.recent_returns),
+        "return_std": float(np.std(progress.recent_returns))
+        if progress.recent_returns
+        else float("nan"),
+        "length_mean": _mean(progress.recent_lengths),
+        "episodes": progress.episodes,
+        **metrics,
+    }
 
 
 def train(
@@ -140,34 +289,49 @@ def train(
     Args:
         cfg: the resolved configuration.
         run_dir: the run directory (created if needed).
-        resume: continue from ``run_dir/checkpoint.pt`` (model, optimizers, normalization
-            statistics, counters, RNG). Environments restart from fresh episodes, seeded from
-            the seed and the update index.
+        resume: continue from ``run_dir/checkpoint.pt``: model, optimizers, normalization
+            statistics, counters, RNG streams and, where the env kind supports snapshots, the
+            environments themselves (exactly as an uninterrupted run). Otherwise environments
+            restart from fresh episodes seeded from the seed and the update index, with a
+            warning. Default False.
         progress_bar: show a tqdm bar with fps and the recent return. Default True.
         tensorboard: write TensorBoard event files. Default True.
 
     Returns:
-        The summary also written to ``summary.json`` (``interrupted: True`` after Ctrl-C, in
-        which case a checkpoint is saved and no evaluation runs).
+        The summary also written to ``summary.json``. Ctrl-C finishes the current update,
+        saves a checkpoint and returns with ``interrupted: True`` (no evaluation, no
+        ``summary.json``); a second Ctrl-C stops at once (the checkpoint then holds no env
+        snapshot: resuming it starts fresh episodes).
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.run.device)
     torch.manual_seed(cfg.run.seed)
+    ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME) if resume else None
     env = make_env_from_config(cfg, training=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return _train(cfg, run_dir, env, device, ckpt, progress_bar, tensorboard)
+    finally:
+        env.close()
+
+
+def _train(
+    cfg: Config, run_dir: Path, env: VecEnv, device: torch.device, ckpt: dict[str, Any] | None,
+    progress_bar: bool, tensorboard: bool,
+) -> dict[str, Any]:
     policy = make_policy(env.observation_space, env.action_space, cfg.policy).to(device)
     opts = make_optimizers(policy, cfg)
     progress = Progress()
-    env_seed = cfg.run.seed
-    if resume:
-        _restore(load_checkpoint(run_dir / CHECKPOINT_NAME), policy, opts, env, progress)
-        env_seed = cfg.run.seed + 7919 * progress.update  # fresh episodes, reproducibly seeded
+    if ckpt is not None:
+        _restore(ckpt, policy, opts, env, progress, device)
+        obs = _resume_env(ckpt, env, cfg, progress, device)
+    else:
+        obs = obs_to_tensor(env.reset(seed=cfg.run.seed), device)
     save_config(cfg, run_dir / "config.yaml")
     storage = RolloutStorage.from_spaces(
         cfg.algo.num_steps, env.num_envs, env.observation_space, env.action_space, device
     )
-    logger = RunLogger(run_dir, tensorboard)
-    obs = obs_to_tensor(env.reset(seed=env_seed), device)
+    logger = RunLogger(run_dir, tensorboard, None if ckpt is None else progress.timesteps)
     bar = tqdm(
         total=cfg.num_updates * cfg.batch_size,
         initial=progress.timesteps,
@@ -175,50 +339,47 @@ def train(
         disable=not progress_bar,
         dynamic_ncols=True,
     )
-    interrupted = False
+    interrupted, at_boundary = False, True
     start, start_wall = time.perf_counter(), progress.wall_seconds
+
+    def checkpoint() -> None:
+        state = _checkpoint_state(policy, opts, env, obs, progress, cfg, device, at_boundary)
+        save_checkpoint(state, run_dir / CHECKPOINT_NAME)
+
     try:
-        while progress.update < cfg.num_updates:
-            obs, ep_returns, ep_lengths = collect_rollout(
-                env, policy, storage, obs, cfg.algo.gamma, cfg.algo.gae_lambda
-            )
-            log_now = (progress.update + 1) % cfg.run.log_interval == 0
-            metrics = update(policy, opts, storage.flatten(), cfg)
-            progress.update += 1
-            progress.timesteps += cfg.batch_size
-            progress.episodes += len(ep_returns)
-            progress.recent_returns.extend(ep_returns)
-            progress.recent_lengths.extend(ep_lengths)
-            progress.wall_seconds = start_wall + time.perf_counter() - start
-            bar.update(cfg.batch_size)
-            rate = bar.format_dict.get("rate") or 0.0
-            bar.set_postfix(fps=f"{rate:.0f}", ret=f"{_mean(progress.recent_returns):.1f}")
-            if log_now or progress.update == cfg.num_updates:
-                row = {
-                    "update": progress.update,
-                    "timesteps": progress.timesteps,
-                    "wall_seconds": progress.wall_seconds,
-                    "fps": progress.timesteps / max(progress.wall_seconds, 1e-9),
-                    "return_mean": _mean(progress.recent_returns),
-                    "return_std": float(np.std(progress.recent_returns))
-                    if progress.recent_returns
-                    else float("nan"),
-                    "length_mean": _mean(progress.recent_lengths),
-                    "episodes": progress.episodes,
-                    **metrics,
-                }
-                logger.log(progress.timesteps, row)
-            every = cfg.run.checkpoint_every
-            if every and progress.update % every == 0:
-                save_checkpoint(_checkpoint_state(policy, opts, env, progress, cfg),
-                                run_dir / CHECKPOINT_NAME)
+        with StopOnCtrlC() as stop:
+            while progress.update < cfg.num_updates and not stop.requested:
+                at_boundary = False
+                obs, ep_returns, ep_lengths = collect_rollout(
+                    env, policy, storage, obs, cfg.algo.gamma, cfg.algo.gae_lambda
+                )
+                metrics = update(policy, opts, storage.flatten(), cfg)
+                progress.update += 1
+                progress.timesteps += cfg.batch_size
+                progress.episodes += len(ep_returns)
+                progress.recent_returns.extend(ep_returns)
+                progress.recent_lengths.extend(ep_lengths)
+                progress.wall_seconds = start_wall + time.perf_counter() - start
+                at_boundary = True
+                bar.update(cfg.batch_size)
+                rate = bar.format_dict.get("rate") or 0.0
+                bar.set_postfix(fps=f"{rate:.0f}", ret=f"{_mean(progress.recent_returns):.1f}")
+                if progress.update % cfg.run.log_interval == 0 or (
+                    progress.update == cfg.num_updates
+                ):
+                    logger.log(progress.timesteps, _log_row(progress, metrics))
+                every = cfg.run.checkpoint_every
+                if every and progress.update % every == 0:
+                    checkpoint()
+            interrupted = stop.requested
     except KeyboardInterrupt:
         interrupted = True
+    except BaseException:
+        logger.close()
+        raise
     finally:
         bar.close()
-    save_checkpoint(_checkpoint_state(policy, opts, env, progress, cfg), run_dir / CHECKPOINT_NAME)
-    env_state = env.state_dict()
-    env.close()
+    checkpoint()
     summary: dict[str, Any] = {
         "algo": cfg.algo.algo,
         "env": cfg.env.env_id,
@@ -232,7 +393,7 @@ def train(
         "interrupted": interrupted,
     }
     if not interrupted and cfg.run.eval_episodes > 0:
-        returns, lengths = evaluate(policy, cfg, cfg.run.eval_episodes, device, env_state)
+        returns, lengths = evaluate(policy, cfg, cfg.run.eval_episodes, device, env.state_dict())
         summary.update(
             final_return_mean=float(returns.mean()),
             final_return_std=float(returns.std()),

@@ -10,6 +10,7 @@ from envs.episodes import EpisodeStats
 from envs.make import make_vec_env
 from envs.normalize import RunningMeanStd, VecNormalize
 from envs.registry import resolve_kind
+from envs.snapshot import SnapshotUnsupported
 from envs.vec_env import EnvKind, VecEnv, VecEnvSpec
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "EnvKind",
     "EpisodeStats",
     "RunningMeanStd",
+    "SnapshotUnsupported",
     "VecEnv",
     "VecEnvSpec",
     "VecNormalize",

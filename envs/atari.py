@@ -11,6 +11,10 @@ game on a life loss, so later lives would never be played and full-game scores c
 reported. Instead the game runs on, and a drop in ``info["lives"]`` is reported as
 ``terminated`` (Mnih et al. 2015's convention). Unlike baselines' ``FireResetEnv``, FIRE is
 pressed only after a full game reset, not after each life loss; the agent learns to serve.
+
+Both backends snapshot exactly (``VecEnv.snapshot``): the native one starts every game from its
+own seed and replays the running games (``envs.atari_native``), the gymnasium one clones the ALE
+state with its RNG (``envs.env_state``).
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium.vector import AutoresetMode
 
+from envs.atari_native import SeededGames
 from envs.episodes import EpisodeStats
 from envs.gym_adapter import GymnasiumVecEnv
 from envs.gym_envs import Vectorization, vectorize
 from envs.registry import RL_EXTRA_HINT, lookup_spec
+from envs.snapshot import SnapshotWrapper, check_type
 from envs.vec_env import StepResult, VecEnv
 
 
@@ -150,6 +157,8 @@ class FireOnReset(gym.Wrapper):
         env: An Atari env whose action meanings include ``"FIRE"``.
     """
 
+    snapshot_fields = ()  # stateless between steps (see ``envs.env_state``)
+
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
         self._fire = env.unwrapped.get_action_meanings().index("FIRE")
@@ -163,11 +172,15 @@ class FireOnReset(gym.Wrapper):
         return obs, info
 
 
-def make_single_atari_env(env_id: str, options: AtariOptions) -> gym.Env:
-    """One preprocessed Atari env for the gymnasium backend (picklable via ``partial``)."""
+def make_single_atari_env(
+    env_id: str, options: AtariOptions, render_mode: str | None = None
+) -> gym.Env:
+    """One preprocessed Atari env for the gymnasium backend (picklable via ``partial``), in a
+    ``SnapshotWrapper``; ``render_mode`` (default None) is passed to ``gym.make``."""
     _import_ale()
     env = gym.make(
         env_id,
+        render_mode=render_mode,
         frameskip=1,
         repeat_action_probability=options.repeat_action_probability,
         full_action_space=options.full_action_space,
@@ -183,7 +196,7 @@ def make_single_atari_env(env_id: str, options: AtariOptions) -> gym.Env:
     )
     if options.fire_reset and "FIRE" in env.unwrapped.get_action_meanings():
         env = FireOnReset(env)
-    return gym.wrappers.FrameStackObservation(env, options.frame_stack)
+    return SnapshotWrapper(gym.wrappers.FrameStackObservation(env, options.frame_stack))
 
 
 class EpisodicLifeClipReward(VecEnv):
@@ -209,6 +222,7 @@ class EpisodicLifeClipReward(VecEnv):
         self.num_envs = venv.num_envs
         self.observation_space = venv.observation_space
         self.action_space = venv.action_space
+        self.render_fps = getattr(venv, "render_fps", None)
         self._lives: np.ndarray | None = None
 
     def reset(self, seed: int | None = None) -> np.ndarray:
@@ -236,6 +250,22 @@ class EpisodicLifeClipReward(VecEnv):
         """Closes the wrapped env."""
         self.venv.close()
 
+    def render(self) -> np.ndarray:
+        """The wrapped env's frame (see ``GymnasiumVecEnv.render``)."""
+        return self.venv.render()
+
+    def snapshot(self) -> dict[str, Any]:
+        """See ``VecEnv.snapshot``: the wrapped env's and the last lives seen."""
+        lives = None if self._lives is None else torch.from_numpy(np.array(self._lives))
+        return {"type": "EpisodicLifeClipReward", "inner": self.venv.snapshot(), "lives": lives}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """See ``VecEnv.restore``."""
+        check_type(state, "EpisodicLifeClipReward")
+        self.venv.restore(state["inner"])
+        lives = state["lives"]
+        self._lives = None if lives is None else np.asarray(lives, dtype=np.int32).copy()
+
 
 def make_atari_vec_env(
     env_id: str,
@@ -245,6 +275,7 @@ def make_atari_vec_env(
     *,
     vectorization: Vectorization = "sync",
     training: bool = True,
+    render_mode: str | None = None,
 ) -> tuple[VecEnv, Literal["ale_native", "sync", "async"]]:
     """Builds a vectorized Atari env.
 
@@ -256,6 +287,8 @@ def make_atari_vec_env(
         options: Preprocessing and backend; defaults to ``AtariOptions()``.
         vectorization: ``"sync"`` (default) or ``"async"``, for the gymnasium backend only.
         training: Apply ``options.episodic_life`` and ``options.clip_rewards``. Default True.
+        render_mode: ``gym.make``'s render mode (e.g. ``"rgb_array"`` for videos); needs the
+            gymnasium backend, which ``backend="auto"`` then picks. Default None.
 
     Returns:
         The env and the backend used (``"ale_native"``, ``"sync"`` or ``"async"``).
@@ -263,6 +296,10 @@ def make_atari_vec_env(
     options = options or AtariOptions()
     game = _game_name(env_id)
     backend = options.backend
+    if render_mode is not None and backend == "native":
+        raise ValueError("ale-py's native vector env cannot render; use backend='gymnasium'")
+    if backend == "auto" and render_mode is not None:
+        backend = "gymnasium"
     if backend == "auto":
         backend = "native" if native_backend_available() else "gymnasium"
         if backend == "gymnasium":
@@ -277,7 +314,8 @@ def make_atari_vec_env(
                 "AtariOptions.backend='native' needs an ale-py whose AtariVectorEnv has "
                 f"same-step autoreset (ale-py >= 0.12): {RL_EXTRA_HINT}"
             )
-        venv = GymnasiumVecEnv(_make_native(game, num_envs, options), env_id, seed)
+        native = GymnasiumVecEnv(_make_native(game, num_envs, options), env_id, seed)
+        venv = SeededGames(native, seed)
         used = "ale_native"
     elif backend == "gymnasium":
         if not gymnasium_backend_available():
@@ -285,7 +323,7 @@ def make_atari_vec_env(
                 "The gymnasium Atari backend needs OpenCV for AtariPreprocessing: "
                 "pip install opencv-python-headless"
             )
-        env_fn = partial(make_single_atari_env, env_id, options)
+        env_fn = partial(make_single_atari_env, env_id, options, render_mode)
         venv = GymnasiumVecEnv(vectorize([env_fn] * num_envs, vectorization), env_id, seed)
         used = vectorization
     else:

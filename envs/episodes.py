@@ -8,6 +8,7 @@ the ones papers report: the unclipped score of a whole game.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -77,3 +78,22 @@ class EpisodeTracker:
         self._done_returns.clear()
         self._done_lengths.clear()
         return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        """Running and finished-but-unpopped episodes, as numpy arrays (for env snapshots)."""
+        return {
+            "returns": self._returns.copy(),
+            "lengths": self._lengths.copy(),
+            "done_returns": np.concatenate([np.zeros(0), *self._done_returns]),
+            "done_lengths": np.concatenate([np.zeros(0, np.int64), *self._done_lengths]),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores ``state_dict()`` output."""
+        returns = np.asarray(state["returns"], dtype=np.float64)
+        if returns.shape != (self.num_envs,):
+            raise ValueError(f"tracker state for {returns.shape} envs, expected {self.num_envs}")
+        self._returns = returns.copy()
+        self._lengths = np.asarray(state["lengths"], dtype=np.int64).copy()
+        self._done_returns = [np.asarray(state["done_returns"], dtype=np.float64).copy()]
+        self._done_lengths = [np.asarray(state["done_lengths"], dtype=np.int64).copy()]

@@ -16,6 +16,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
 from envs.episodes import EpisodeStats, EpisodeTracker
+from envs.snapshot import check_type, from_plain, restore_sub_envs, snapshot_sub_envs, to_plain
 from envs.vec_env import StepResult, VecEnv
 
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete)
@@ -75,15 +76,30 @@ class GymnasiumVecEnv(VecEnv):
         self._pending_seed: int | None = seed
         self._tracker = EpisodeTracker(self.num_envs)
         self._env_ids = np.arange(self.num_envs)
+        self.render_fps = venv.metadata.get("render_fps")
 
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        """Resets all sub-environments; see ``VecEnv.reset``."""
+    def reset(self, seed: int | np.ndarray | None = None) -> np.ndarray:
+        """Resets all sub-environments; see ``VecEnv.reset``.
+
+        ``seed`` may also be an integer array with one seed per sub-environment.
+        """
         if seed is None:
             seed = self._pending_seed
         self._pending_seed = None
-        obs, _ = self.venv.reset(seed=None if seed is None else int(seed))
+        if seed is not None:
+            seed = np.asarray(seed, dtype=np.int64)
+            seed = int(seed) if seed.ndim == 0 else self._per_env_seeds(seed)
+        obs, _ = self.venv.reset(seed=seed)
         self._tracker.reset()
         return np.asarray(obs, dtype=self._obs_dtype)
+
+    def _per_env_seeds(self, seeds: np.ndarray) -> np.ndarray | list[int]:
+        if seeds.shape != (self.num_envs,):
+            raise ValueError(f"expected {self.num_envs} seeds, got shape {seeds.shape}")
+        # ale-py's vector env takes an array, gymnasium's a list of ints.
+        if isinstance(self.venv, gym.vector.SyncVectorEnv | gym.vector.AsyncVectorEnv):
+            return [int(x) for x in seeds]
+        return seeds
 
     def step(self, actions: np.ndarray) -> StepResult:
         """Steps all sub-environments; see ``VecEnv.step``."""
@@ -113,6 +129,45 @@ class GymnasiumVecEnv(VecEnv):
     def close(self) -> None:
         """Closes the wrapped gymnasium vector env."""
         self.venv.close()
+
+    def render(self) -> np.ndarray:
+        """The first sub-environment's frame (envs built with ``render_mode="rgb_array"``)."""
+        frames = self.venv.render()
+        if frames is None or len(frames) == 0 or frames[0] is None:
+            raise RuntimeError(f"{self.env_id!r} returned no frame; build it with a render_mode")
+        return np.asarray(frames[0])
+
+    def snapshot(self, sub_envs: bool = True) -> dict[str, Any]:
+        """See ``VecEnv.snapshot``.
+
+        Args:
+            sub_envs: Include the sub-environments' states (gymnasium sync/async vector envs
+                of ``SnapshotWrapper``-wrapped envs). Default True; False gives only this
+                adapter's own bookkeeping, for a wrapper that restores the games itself.
+        """
+        state: dict[str, Any] = {
+            "type": "GymnasiumVecEnv",
+            "num_envs": self.num_envs,
+            "pending_seed": self._pending_seed,
+            "tracker": self._tracker.state_dict(),
+        }
+        if sub_envs:
+            state["sub_envs"] = snapshot_sub_envs(self.venv, self.env_id)
+        return to_plain(state)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """See ``VecEnv.restore`` (and ``snapshot``'s ``sub_envs``)."""
+        check_type(state, "GymnasiumVecEnv")
+        state = from_plain(state)
+        if state["num_envs"] != self.num_envs:
+            raise ValueError(
+                f"{self.env_id!r}: snapshot of {state['num_envs']} envs, this env has "
+                f"{self.num_envs}"
+            )
+        if "sub_envs" in state:
+            restore_sub_envs(self.venv, state["sub_envs"], self.env_id)
+        self._pending_seed = state["pending_seed"]
+        self._tracker.load_state_dict(state["tracker"])
 
     def _prepare(self, actions: np.ndarray) -> np.ndarray:
         """Casts actions to what the backend asserts: int64 ``(n,)`` or clipped Box arrays."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -11,8 +12,20 @@ import gymnasium as gym
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from envs.gym_adapter import GymnasiumVecEnv, check_spaces
+from envs.snapshot import SnapshotWrapper
 
 Vectorization = Literal["sync", "async"]
+
+
+def _in_worker(env_fn: Callable[[], gym.Env]) -> gym.Env:
+    """Builds the env in an async worker that ignores Ctrl-C.
+
+    Ctrl-C reaches every process of the terminal's foreground group; the trainer handles it
+    (finishes the update, snapshots the envs, saves a checkpoint), which needs live workers.
+    The workers still exit when the main process closes them or dies.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return env_fn()
 
 
 def vectorize(
@@ -30,7 +43,8 @@ def vectorize(
     if vectorization == "sync":
         return SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
     if vectorization == "async":
-        return AsyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+        workers = [partial(_in_worker, fn) for fn in env_fns]
+        return AsyncVectorEnv(workers, autoreset_mode=AutoresetMode.SAME_STEP)
     raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
 
 
@@ -51,14 +65,20 @@ def route_mujoco_warnings() -> None:
         mujoco.set_mju_user_warning(_warn_from_mujoco)
 
 
-def make_env(env_id: str, is_mujoco: bool = False) -> gym.Env:
-    """``gym.make(env_id)``, routing MuJoCo warnings first when ``is_mujoco`` (default False).
+def make_env(env_id: str, is_mujoco: bool = False, render_mode: str | None = None) -> gym.Env:
+    """``gym.make(env_id)`` in a ``SnapshotWrapper`` (see ``envs.snapshot``).
 
     A module-level function so that ``partial(make_env, ...)`` pickles for async workers.
+
+    Args:
+        env_id: Registered gymnasium id.
+        is_mujoco: Route MuJoCo's warnings to Python's first. Default False.
+        render_mode: Passed to ``gym.make`` (``"rgb_array"`` for videos). Default None.
     """
     if is_mujoco:
         route_mujoco_warnings()
-    return gym.make(env_id)
+    kwargs = {} if render_mode is None else {"render_mode": render_mode}
+    return SnapshotWrapper(gym.make(env_id, **kwargs))
 
 
 def make_gym_vec_env(
@@ -68,6 +88,7 @@ def make_gym_vec_env(
     vectorization: Vectorization = "sync",
     *,
     is_mujoco: bool = False,
+    render_mode: str | None = None,
 ) -> GymnasiumVecEnv:
     """Vectorizes ``gym.make(env_id)`` (MuJoCo or any gymnasium env with Box/Discrete actions).
 
@@ -81,11 +102,13 @@ def make_gym_vec_env(
         vectorization: ``"sync"`` (default) or ``"async"``.
         is_mujoco: Route MuJoCo's warnings to Python's (see ``route_mujoco_warnings``).
             Default False.
+        render_mode: ``gym.make``'s render mode, e.g. ``"rgb_array"``. Default None.
     """
     probe = make_env(env_id, is_mujoco)
     try:
         check_spaces(env_id, probe.observation_space, probe.action_space)
     finally:
         probe.close()
-    venv = vectorize([partial(make_env, env_id, is_mujoco)] * num_envs, vectorization)
+    env_fn = partial(make_env, env_id, is_mujoco, render_mode)
+    venv = vectorize([env_fn] * num_envs, vectorization)
     return GymnasiumVecEnv(venv, env_id, seed)

@@ -23,6 +23,7 @@ def make_vec_env(
     normalize_reward: bool = False,
     gamma: float = 0.99,
     training: bool = True,
+    render_mode: str | None = None,
 ) -> VecEnv:
     """Builds ``num_envs`` copies of ``env_id`` behind the ``VecEnv`` interface.
 
@@ -45,6 +46,9 @@ def make_vec_env(
         training: Default True. False freezes normalization statistics and turns off Atari's
             episodic life and reward clipping (for evaluation); give such an env the training
             env's statistics with ``eval_env.load_state_dict(train_env.state_dict())``.
+        render_mode: ``gym.make``'s render mode; ``"rgb_array"`` lets ``env.render()`` return
+            the first sub-environment's frame (Atari then uses the gymnasium backend). Default
+            None.
 
     Returns:
         The env; ``env.spec`` is a ``VecEnvSpec`` describing it.
@@ -68,11 +72,14 @@ def make_vec_env(
 
     if resolved == "atari":
         venv, backend = make_atari_vec_env(
-            env_id, num_envs, seed, atari, vectorization=vectorization, training=training
+            env_id, num_envs, seed, atari, vectorization=vectorization, training=training,
+            render_mode=render_mode,
         )
     else:
         is_mujoco = resolved == "mujoco"
-        venv = make_gym_vec_env(env_id, num_envs, seed, vectorization, is_mujoco=is_mujoco)
+        venv = make_gym_vec_env(
+            env_id, num_envs, seed, vectorization, is_mujoco=is_mujoco, render_mode=render_mode
+        )
         backend = vectorization
     if normalize_obs or normalize_reward:
         try:

@@ -15,6 +15,7 @@ import torch
 from gymnasium import spaces
 
 from envs.episodes import EpisodeStats
+from envs.snapshot import check_type
 from envs.vec_env import StepResult, VecEnv
 
 
@@ -107,6 +108,7 @@ class VecNormalize(VecEnv):
         self.venv = venv
         self.num_envs = venv.num_envs
         self.action_space = venv.action_space
+        self.render_fps = getattr(venv, "render_fps", None)
         self.observation_space = space
         if normalize_obs:
             self.observation_space = spaces.Box(-clip_obs, clip_obs, space.shape, np.float32)
@@ -162,6 +164,31 @@ class VecNormalize(VecEnv):
     def close(self) -> None:
         """Closes the wrapped env."""
         self.venv.close()
+
+    def render(self) -> np.ndarray:
+        """The wrapped env's frame (see ``GymnasiumVecEnv.render``)."""
+        return self.venv.render()
+
+    def snapshot(self) -> dict[str, Any]:
+        """See ``VecEnv.snapshot``: the wrapped env's, the statistics and the discounted-return
+        accumulator of reward normalization."""
+        return {
+            "type": "VecNormalize",
+            "inner": self.venv.snapshot(),
+            "statistics": self.state_dict(),
+            "returns": torch.from_numpy(self._returns.copy()),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """See ``VecEnv.restore``."""
+        check_type(state, "VecNormalize")
+        returns = np.asarray(state["returns"], dtype=np.float64)
+        if returns.shape != self._returns.shape:
+            raise ValueError(f"return accumulator of shape {returns.shape}, expected "
+                             f"{self._returns.shape}")
+        self.venv.restore(state["inner"])
+        self.load_state_dict(state["statistics"])
+        self._returns = returns.copy()
 
     def state_dict(self) -> dict[str, Any]:
         """``{"obs_rms": {...}, "ret_rms": {...}}`` (each only when enabled); see

@@ -26,6 +26,11 @@ Conventions (every ``VecEnv`` follows them):
 * ``state_dict()`` / ``load_state_dict()`` carry normalization statistics (empty when there
   are none) as plain tensors, numbers and strings, so ``torch.load(weights_only=True)`` reads
   them back.
+* ``snapshot()`` / ``restore()`` capture and restore *everything* that determines future steps
+  (simulator states, RNGs, time-limit counters, frame stacks, normalization statistics and
+  accumulators, episode bookkeeping), in the same plain form, so that a restored env continues
+  exactly as the original would have. Envs that cannot do this raise ``SnapshotUnsupported``;
+  ``envs.snapshot`` lists which can.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.episodes import EpisodeStats
+from envs.snapshot import SnapshotUnsupported
 
 EnvKind = Literal["atari", "mujoco", "gym"]
 StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
@@ -85,6 +91,8 @@ class VecEnv(abc.ABC):
     observation_space: gym.Space
     action_space: gym.Space
     spec: VecEnvSpec | None = None
+    render_fps: float | None = None
+    """Frames per second of ``render()`` output, from the env's metadata (None: unknown)."""
 
     @abc.abstractmethod
     def reset(self, seed: int | None = None) -> np.ndarray:
@@ -126,6 +134,31 @@ class VecEnv(abc.ABC):
             raise ValueError(
                 f"{type(self).__name__} keeps no statistics but got state keys {sorted(state)}"
             )
+
+    def render(self) -> np.ndarray:
+        """The first sub-environment's RGB frame ``(H, W, 3)`` uint8, for envs built with
+        ``render_mode="rgb_array"``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot render")
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything that determines future steps, as plain data (see the module docstring).
+
+        Take it between steps (after ``reset()``); the observation the learner holds is not
+        part of it. Restore with ``restore()`` on an env built with the same arguments.
+
+        Raises:
+            SnapshotUnsupported: This env (or a sub-environment) cannot be captured exactly.
+        """
+        raise SnapshotUnsupported(f"{type(self).__name__} does not support snapshots")
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continues from ``snapshot()`` output, instead of calling ``reset()``.
+
+        Raises:
+            SnapshotUnsupported: This env cannot be restored exactly.
+            ValueError: ``state`` was taken from a differently built env.
+        """
+        raise SnapshotUnsupported(f"{type(self).__name__} does not support snapshots")
 
     def __enter__(self) -> VecEnv:
         return self

@@ -1,0 +1,218 @@
+"""The training loop: determinism, exact resume (CartPole, MuJoCo, Atari), Ctrl-C, learning,
+and smoke updates of ACKTR and A2C on Atari and MuJoCo."""
+
+from __future__ import annotations
+
+import csv
+import math
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+import agents.trainer as trainer
+from agents.checkpoint import CHECKPOINT_NAME
+from agents.config import Config, load_config
+from agents.evaluate import make_env_from_config
+from agents.policies import make_policy
+from agents.rollout import collect_rollout, obs_to_tensor
+from agents.storage import RolloutStorage
+from agents.updates import make_optimizers, update
+from envs import SnapshotUnsupported
+from envs.gym_adapter import GymnasiumVecEnv
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CARTPOLE = ("classic.yaml", "env.num_envs=4", "algo.num_steps=8")
+PENDULUM = ("mujoco.yaml", "env.env_id=InvertedPendulum-v5", "algo.num_steps=64",
+            "algo.critic_updates=3", "env.normalize_reward=true")
+PONG = ("atari.yaml", "env.num_envs=2", "algo.num_steps=5")
+# Wall-clock columns differ between runs; everything else must match exactly.
+CLOCK_COLUMNS = ("wall_seconds", "fps")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks: one thread is faster and immune to other processes' load."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_cfg(config: str, *overrides: str, updates: int | None = None) -> Config:
+    base = ["run.eval_episodes=0", "run.log_interval=1", "run.device=cpu", *overrides]
+    cfg = load_config(CONFIGS / config, base)
+    if updates is None:
+        return cfg
+    return load_config(CONFIGS / config, [*base, f"run.total_timesteps={updates * cfg.batch_size}"])
+
+
+def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
+    return trainer.train(cfg, run_dir, resume=resume, progress_bar=False, tensorboard=False)
+
+
+def stop_at(monkeypatch, k: int, how: str) -> None:
+    """Make the k-th update (1-based) press Ctrl-C, abort (a second Ctrl-C) or crash."""
+    calls = {"n": 0}
+    real = trainer.update
+
+    def patched(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == k:
+            if how == "ctrl_c":
+                signal.raise_signal(signal.SIGINT)  # what a real Ctrl-C does
+            elif how == "abort":
+                raise KeyboardInterrupt
+            else:
+                raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "update", patched)
+
+
+def params(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)["policy"]
+
+
+def rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "progress.csv").open(newline="") as f:
+        return [{k: v for k, v in r.items() if k not in CLOCK_COLUMNS} for r in csv.DictReader(f)]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    pa, pb = params(a), params(b)
+    assert pa.keys() == pb.keys()
+    for name in pa:
+        assert torch.equal(pa[name], pb[name]), name
+    assert rows(a) == rows(b)
+
+
+def interrupted_then_resumed(monkeypatch, cfg: Config, run_dir: Path, k: int) -> dict:
+    stop_at(monkeypatch, k, "ctrl_c")
+    summary = run(cfg, run_dir)
+    assert summary["interrupted"] and summary["updates"] == k
+    monkeypatch.undo()
+    return run(cfg, run_dir, resume=True)
+
+
+def test_two_seeded_runs_are_identical(tmp_path):
+    cfg = make_cfg(*CARTPOLE, updates=12)
+    run(cfg, tmp_path / "a")
+    run(cfg, tmp_path / "b")
+    assert_same_run(tmp_path / "a", tmp_path / "b")
+    assert len(rows(tmp_path / "a")) == 12
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    cfg = make_cfg(*CARTPOLE, updates=12)
+    run(cfg, tmp_path / "full")
+    stop_at(monkeypatch, 5, "ctrl_c")
+    summary = run(cfg, tmp_path / "cut")
+    assert summary["interrupted"] and summary["updates"] == 5
+    assert not (tmp_path / "cut" / "summary.json").exists()
+    ckpt = torch.load(tmp_path / "cut" / CHECKPOINT_NAME, weights_only=True)
+    assert ckpt["progress"]["update"] == 5 and ckpt["env_snapshot"] is not None
+    assert ckpt["obs"].shape == (4, 4)
+    monkeypatch.undo()
+    summary = run(cfg, tmp_path / "cut", resume=True)
+    assert not summary["interrupted"] and summary["updates"] == 12
+    assert (tmp_path / "cut" / "summary.json").exists()
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
+
+
+def test_resume_after_a_crash_drops_what_was_logged_after_the_checkpoint(tmp_path, monkeypatch):
+    cfg = make_cfg(*CARTPOLE, "run.checkpoint_every=4", updates=10)
+    run(cfg, tmp_path / "full")
+    stop_at(monkeypatch, 7, "crash")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(cfg, tmp_path / "crashed")
+    assert len(rows(tmp_path / "crashed")) == 6  # updates 5 and 6 were logged after update 4
+    monkeypatch.undo()
+    run(cfg, tmp_path / "crashed", resume=True)
+    assert_same_run(tmp_path / "full", tmp_path / "crashed")
+
+
+def test_a_second_ctrl_c_stops_at_once_and_resumes_from_fresh_episodes(tmp_path, monkeypatch):
+    cfg = make_cfg(*CARTPOLE, updates=6)
+    stop_at(monkeypatch, 3, "abort")
+    summary = run(cfg, tmp_path)
+    assert summary["interrupted"] and summary["updates"] == 2
+    ckpt = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert ckpt["env_snapshot"] is None and "middle of an update" in ckpt["env_snapshot_missing"]
+    monkeypatch.undo()
+    with pytest.warns(RuntimeWarning, match="fresh episodes .*middle of an update"):
+        summary = run(cfg, tmp_path, resume=True)
+    assert summary["updates"] == 6 and not summary["interrupted"]
+
+
+def test_env_without_snapshots_resumes_with_a_warning(tmp_path, monkeypatch):
+    def unsupported(self, sub_envs=True):
+        raise SnapshotUnsupported("test env: no snapshots")
+
+    monkeypatch.setattr(GymnasiumVecEnv, "snapshot", unsupported)
+    cfg = make_cfg(*CARTPOLE, updates=6)
+    stop_at(monkeypatch, 2, "ctrl_c")
+    run(cfg, tmp_path)
+    monkeypatch.setattr(trainer, "update", update)
+    with pytest.warns(RuntimeWarning, match="test env: no snapshots"):
+        summary = run(cfg, tmp_path, resume=True)
+    assert summary["updates"] == 6
+
+
+def test_mujoco_separate_critic_resumes_exactly(tmp_path, monkeypatch):
+    pytest.importorskip("mujoco")
+    cfg = make_cfg(*PENDULUM, updates=8)
+    run(cfg, tmp_path / "full")
+    interrupted_then_resumed(monkeypatch, cfg, tmp_path / "cut", 3)
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
+
+
+@pytest.mark.medium
+def test_atari_pong_resumes_exactly(tmp_path, monkeypatch):
+    pytest.importorskip("ale_py")
+    cfg = make_cfg(*PONG, updates=6)
+    run(cfg, tmp_path / "full")
+    interrupted_then_resumed(monkeypatch, cfg, tmp_path / "cut", 3)
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
+
+
+@pytest.mark.medium
+def test_acktr_learns_cartpole(tmp_path):
+    """Seed 1, 60k steps: mean training return 415 when measured (a random policy: ~22)."""
+    cfg = make_cfg("classic.yaml", "run.total_timesteps=60k", "run.seed=1", "run.log_interval=50")
+    summary = run(cfg, tmp_path)
+    assert summary["train_return_mean"] > 150
+
+
+SMOKE = [
+    pytest.param(PONG, "acktr", id="pong-acktr"),
+    pytest.param(PONG, "a2c", id="pong-a2c"),
+    pytest.param(("mujoco.yaml", "algo.num_steps=32", "algo.critic_updates=2"), "acktr",
+                 id="halfcheetah-acktr"),
+    pytest.param(("mujoco.yaml", "algo.num_steps=32"), "a2c", id="halfcheetah-a2c"),
+]
+
+
+@pytest.mark.parametrize(("config", "algo"), SMOKE)
+def test_two_updates_give_finite_metrics_and_move_every_parameter(config, algo):
+    pytest.importorskip("ale_py" if "atari" in config[0] else "mujoco")
+    cfg = make_cfg(*config, f"algo.algo={algo}")
+    torch.manual_seed(0)
+    env = make_env_from_config(cfg)
+    try:
+        policy = make_policy(env.observation_space, env.action_space, cfg.policy)
+        opts = make_optimizers(policy, cfg)
+        storage = RolloutStorage.from_spaces(cfg.algo.num_steps, env.num_envs,
+                                             env.observation_space, env.action_space, "cpu")
+        before = {k: v.clone() for k, v in policy.state_dict().items()}
+        obs = obs_to_tensor(env.reset(seed=0), torch.device("cpu"))
+        for _ in range(2):
+            obs, _, _ = collect_rollout(env, policy, storage, obs, cfg.algo.gamma,
+                                        cfg.algo.gae_lambda)
+            metrics = update(policy, opts, storage.flatten(), cfg)
+    finally:
+        env.close()
+    assert metrics and all(math.isfinite(v) for v in metrics.values()), metrics
+    unchanged = [k for k, v in policy.state_dict().items() if torch.equal(v, before[k])]
+    assert not unchanged

@@ -1,0 +1,151 @@
+"""The command line, in-process: exit codes and messages of ``train.main``."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+import agents.trainer as trainer
+import train
+
+TINY = ["--timesteps", "64", "--num-envs", "2", "--set", "algo.num_steps=8", "--set",
+        "run.eval_episodes=1", "--no-progress", "--no-tensorboard"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cartpole_run(tmp_path_factory) -> Path:
+    logdir = tmp_path_factory.mktemp("runs")
+    assert train.main([*TINY, "--logdir", str(logdir), "--run-name", "tiny"]) == 0
+    return logdir / "tiny"
+
+
+def test_unknown_env_id_names_it_and_suggests_close_matches(tmp_path, capsys):
+    assert train.main(["--env", "CartPol-v1", "--logdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "'CartPol-v1'" in err and "'CartPole-v1'" in err
+    assert not any(tmp_path.iterdir())  # no run directory for a run that never started
+
+
+def test_unknown_config_key_names_it_and_lists_the_valid_ones(capsys):
+    assert train.main(["--set", "kfac.lrr=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "'kfac.lrr'" in err and "valid keys" in err and "lr, momentum" in err
+
+
+def test_bad_config_value_is_an_error(capsys):
+    assert train.main(["--set", "kfac.lr=-1"]) == 2
+    assert "kfac.lr: invalid value -1" in capsys.readouterr().err
+
+
+def test_resume_without_a_run_is_a_clear_error(tmp_path, capsys):
+    assert train.main(["--resume", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert train.main(["--resume", str(tmp_path / "missing")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["eval"]], ids=["train", "eval"])
+def test_help_mentions_every_option(command, capsys):
+    parser = train._eval_parser() if command else train._train_parser()
+    assert train.main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    options = [s for action in parser._actions for s in action.option_strings]
+    assert len(options) > 5
+    for option in options:
+        assert option in out, option
+
+
+def test_training_then_evaluating_a_checkpoint_prints_a_return(cartpole_run, capsys):
+    assert (cartpole_run / "summary.json").exists()
+    assert train.main(["eval", "--checkpoint", str(cartpole_run), "--episodes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "CartPole-v1 (acktr, 64 training steps): return" in out and "over 2 episodes" in out
+
+
+def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    def press_ctrl_c(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+        return update(*args, **kwargs)
+
+    update = trainer.update
+    monkeypatch.setattr(trainer, "update", press_ctrl_c)
+    assert train.main([*TINY, "--logdir", str(tmp_path), "--run-name", "r"]) == 130
+    assert f"--resume {tmp_path / 'r'}" in capsys.readouterr().out
+    monkeypatch.undo()
+    assert train.main(["--resume", str(tmp_path / "r"), "--no-progress",
+                       "--no-tensorboard"]) == 0
+
+
+def test_video_needs_a_gif_or_mp4_file(cartpole_run, tmp_path, capsys):
+    args = ["eval", "--checkpoint", str(cartpole_run), "--video", str(tmp_path / "a.avi")]
+    assert train.main(args) == 2
+    assert ".gif or .mp4" in capsys.readouterr().err
+
+
+def test_video_without_imageio_says_what_to_install(cartpole_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "imageio", None)
+    args = ["eval", "--checkpoint", str(cartpole_run), "--video", str(tmp_path / "a.gif")]
+    assert train.main(args) == 2
+    assert "pip install imageio" in capsys.readouterr().err
+
+
+def _gif_frames(path: Path) -> int:
+    import imageio.v3 as iio
+
+    return iio.imread(path, index=None).shape[0]
+
+
+def test_cartpole_video_gif(cartpole_run, tmp_path, capsys):
+    pytest.importorskip("imageio")
+    pytest.importorskip("pygame", reason="CartPole renders with pygame")
+    gif = tmp_path / "cartpole.gif"
+    args = ["eval", "--checkpoint", str(cartpole_run), "--episodes", "1", "--video", str(gif)]
+    assert train.main(args) == 0
+    assert f"video: {gif}" in capsys.readouterr().out
+    assert _gif_frames(gif) > 1
+
+
+def test_cartpole_video_without_pygame_says_what_to_install(cartpole_run, tmp_path, capsys):
+    pytest.importorskip("imageio")
+    try:
+        import pygame  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("pygame is installed")
+    args = ["eval", "--checkpoint", str(cartpole_run), "--episodes", "1", "--video",
+            str(tmp_path / "cartpole.gif")]
+    assert train.main(args) == 2
+    assert "pygame" in capsys.readouterr().err
+
+
+@pytest.mark.medium
+def test_mujoco_video_gif(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("imageio")
+    pytest.importorskip("mujoco")
+    monkeypatch.setenv("MUJOCO_GL", "")  # let the CLI pick a headless backend, then undo it
+    logdir = tmp_path / "runs"
+    args = ["--env", "InvertedPendulum-v5", "--timesteps", "64", "--set", "algo.num_steps=64",
+            "--set", "algo.critic_updates=1", "--set", "run.eval_episodes=0", "--no-progress",
+            "--no-tensorboard", "--logdir", str(logdir), "--run-name", "ip"]
+    assert train.main(args) == 0
+    gif = tmp_path / "pendulum.gif"
+    rc = train.main(["eval", "--checkpoint", str(logdir / "ip"), "--episodes", "1",
+                     "--video", str(gif)])
+    out, err = capsys.readouterr()
+    if rc == 2 and "cannot render" in err:
+        pytest.skip(err)
+    assert rc == 0, err
+    length = int(out.split("length ")[-1].split(")")[0])
+    assert _gif_frames(gif) == length  # every state but the terminal one
