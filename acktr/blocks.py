@@ -50,13 +50,24 @@ def factor_dtype(param_dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if param_dtype == torch.float64 else torch.float32
 
 
-def ema_update(avg: Tensor, new: Tensor, decay: float, n_updates: Tensor, ok: Tensor) -> None:
-    """In place: ``avg <- decay * avg + (1 - decay) * new``; the first update initialises ``avg``.
+def ema_weight(decay: float, n_updates: Tensor, dtype: torch.dtype) -> Tensor:
+    """The weight of new statistics: 1 for the first valid update (it initialises), else
+    ``1 - decay``. A device tensor, so no host sync."""
+    return torch.where(n_updates > 0, 1.0 - decay, 1.0).to(dtype)
 
-    Skips the update (keeps ``avg``) where ``ok`` is False, without a host sync.
-    """
-    weight = torch.where(n_updates > 0, 1.0 - decay, 1.0).to(avg.dtype)
-    avg.copy_(torch.where(ok, avg + weight * (new - avg), avg))
+
+def ema_update(avg: Tensor, new: Tensor, weight: Tensor, ok: Tensor) -> None:
+    """In place: ``avg <- avg + weight * (new - avg)``, skipped (``avg`` kept) where ``ok`` is
+    False, without a host sync."""
+    avg.lerp_(torch.where(ok, new, avg), weight)
+
+
+def all_finite(*tensors: Tensor) -> Tensor:
+    """A 0-dim bool tensor: no NaN/Inf in any of ``tensors`` (NaN and Inf survive the sums)."""
+    total = tensors[0].sum()
+    for t in tensors[1:]:
+        total = total + t.sum()
+    return torch.isfinite(total)
 
 
 def tikhonov_pi(trace_a: Tensor, dim_a: int, trace_g: Tensor, dim_g: int) -> Tensor:
@@ -182,11 +193,12 @@ class KroneckerBlock:
 
     def update_factors(self, a_new: Tensor, g_new: Tensor, decay: float) -> None:
         """EMA update of both factors; non-finite statistics are skipped (counted, no sync)."""
-        ok = torch.isfinite(a_new).all() & torch.isfinite(g_new).all()
-        ema_update(self.A, a_new, decay, self.n_updates, ok)
-        ema_update(self.G, g_new, decay, self.n_updates, ok)
-        self.n_updates += ok.long()
-        self.n_skipped += (~ok).long()
+        ok = all_finite(a_new, g_new)
+        weight = ema_weight(decay, self.n_updates, self.dtype)
+        ema_update(self.A, a_new, weight, ok)
+        ema_update(self.G, g_new, weight, ok)
+        self.n_updates.add_(ok)
+        self.n_skipped.add_(~ok)
         self.recorded = True
 
     # ----------------------------------------------------------------- inversion
@@ -343,10 +355,10 @@ class DiagonalBlock:
         return new
 
     def update_factors(self, new: Tensor, decay: float) -> None:
-        ok = torch.isfinite(new).all()
-        ema_update(self.F, new, decay, self.n_updates, ok)
-        self.n_updates += ok.long()
-        self.n_skipped += (~ok).long()
+        ok = all_finite(new)
+        ema_update(self.F, new, ema_weight(decay, self.n_updates, self.dtype), ok)
+        self.n_updates.add_(ok)
+        self.n_skipped.add_(~ok)
         self.recorded = True
 
     def precondition(self, grad: Tensor, damping: float) -> Tensor:

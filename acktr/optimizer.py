@@ -206,15 +206,21 @@ class KFAC(torch.optim.Optimizer):
     def _momentum_step(
         self, params: list[Tensor], lr: float, momentum: float, scale: Tensor, ok: Tensor
     ) -> None:
+        bufs = []
         for p in params:
             state = self.state[p]
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = torch.zeros_like(p)
-            step = p.grad * scale.to(p.dtype)
-            new_buf = torch.where(ok, buf * momentum + step * (1.0 - momentum), buf)
-            buf.copy_(new_buf)
-            p.sub_(torch.where(ok, new_buf * lr, torch.zeros_like(new_buf)))
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p)
+            bufs.append(state["momentum_buffer"])
+        # Skipping without a host sync: keep = 0 leaves buf and theta unchanged (the NaN/Inf in
+        # the gradient are zeroed first so that 0 * NaN does not leak in).
+        keep = ok.to(scale.dtype)
+        grads = [torch.nan_to_num(p.grad, 0.0, 0.0, 0.0) for p in params]
+        # buf <- buf * (1 - keep (1 - m)) + keep (1 - m) nu Delta ; theta <- theta - keep lr buf
+        torch._foreach_mul_(bufs, 1.0 - keep * (1.0 - momentum))
+        torch._foreach_mul_(grads, keep * (1.0 - momentum) * scale)
+        torch._foreach_add_(bufs, grads)
+        torch._foreach_add_(params, torch._foreach_mul(bufs, -lr * keep))
 
     def _report_skipped_steps(self) -> None:
         skipped = int(self._skipped)
