@@ -62,7 +62,7 @@ class KFACPreconditioner:
         model: the network. Every module of a registered type (``nn.Linear``, ``nn.Conv2d``, or
             anything added with :func:`acktr.register_layer`) with trainable weights gets a
             Kronecker block; all other trainable parameters go to the ``fallback``.
-        damping: Tikhonov damping ``lambda`` (float or callable of the step). Default 1e-3.
+        damping: Tikhonov damping ``lambda`` (float or callable of the step). Default 0.1.
         stat_decay: EMA decay of the curvature factors, in [0, 1); the first update initialises
             them. Default 0.95.
         stats_every: statistics are recorded at steps ``k`` with ``k % stats_every == 0``
@@ -95,7 +95,7 @@ class KFACPreconditioner:
         self,
         model: nn.Module,
         *,
-        damping: Schedule = 1e-3,
+        damping: Schedule = 0.1,
         stat_decay: float = 0.95,
         stats_every: int = 1,
         inverse_every: int = 10,

@@ -8,6 +8,8 @@ wall-clock), ``.csv`` (every run's curve) and ``.json`` (summary and curves), an
 from __future__ import annotations
 
 import argparse
+import inspect
+import os
 import platform
 import shlex
 import sys
@@ -16,8 +18,10 @@ from typing import Any
 
 import torch
 
+import acktr
 from acktr.examples.compare import (
     DEFAULT_LRS,
+    Sweep,
     format_table,
     plot,
     summary_rows,
@@ -26,7 +30,13 @@ from acktr.examples.compare import (
     write_json,
 )
 from acktr.examples.data import load_digits, load_mnist
-from acktr.examples.training import KFAC_EXAMPLE_DEFAULTS, TASKS, make_task
+from acktr.examples.training import (
+    KFAC_EXAMPLE_DEFAULTS,
+    TASKS,
+    Task,
+    make_task,
+    parse_kfac_option,
+)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -37,6 +47,19 @@ def _floats(text: str) -> tuple[float, ...]:
     if not values or min(values) <= 0:
         raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
     return values
+
+
+def machine_description() -> str:
+    """CPU model (from /proc/cpuinfo where there is one), core count and platform."""
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model
+            )
+    except OSError:
+        pass
+    return f"{model or platform.machine()}, {os.cpu_count()} cpus, {platform.platform()}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,12 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="minibatch size (default: 512 for the autoencoder, 256 for the cnn)",
     )
-    p.add_argument("--kfac-lrs", type=_floats, default=DEFAULT_LRS["kfac"],
-                   help="comma-separated K-FAC learning rates")
-    p.add_argument("--sgd-lrs", type=_floats, default=DEFAULT_LRS["sgd"],
-                   help="comma-separated SGD learning rates")
-    p.add_argument("--adam-lrs", type=_floats, default=DEFAULT_LRS["adam"],
-                   help="comma-separated Adam learning rates")
+    p.add_argument(
+        "--kfac-lrs",
+        type=_floats,
+        default=DEFAULT_LRS["kfac"],
+        help="comma-separated K-FAC learning rates",
+    )
+    p.add_argument(
+        "--sgd-lrs",
+        type=_floats,
+        default=DEFAULT_LRS["sgd"],
+        help="comma-separated SGD learning rates",
+    )
+    p.add_argument(
+        "--adam-lrs",
+        type=_floats,
+        default=DEFAULT_LRS["adam"],
+        help="comma-separated Adam learning rates",
+    )
     p.add_argument(
         "--damping",
         type=float,
@@ -89,10 +124,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="K-FAC damping for the swept K-FAC runs",
     )
     p.add_argument(
+        "--kl-clip",
+        type=float,
+        default=KFAC_EXAMPLE_DEFAULTS["kl_clip"],
+        help="K-FAC trust-region bound on each step's approximate KL, for the swept K-FAC runs "
+        "(0: no trust region)",
+    )
+    p.add_argument(
+        "--kfac-set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="extra acktr.KFAC keyword for the swept K-FAC runs, e.g. stats_every=5 or "
+        "damping_scheme=tikhonov (repeatable)",
+    )
+    p.add_argument(
         "--kfac-defaults",
         action="store_true",
-        help="also run K-FAC with the library's default hyperparameters (acktr.KFAC(model)), "
-        "as an extra curve 'kfac (defaults)'",
+        help="also run K-FAC once with every hyperparameter at the library default "
+        "(acktr.KFAC(model)), as an extra curve 'kfac (library defaults)'",
     )
     p.add_argument(
         "--optimizers",
@@ -104,51 +154,80 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def run_sweeps(args: argparse.Namespace, task: Task, kfac_set: dict[str, Any]) -> list[Sweep]:
+    """Every requested optimizer's learning-rate sweep, then the library-defaults K-FAC run."""
+    verbose = not args.quiet
+    lrs = {"kfac": args.kfac_lrs, "sgd": args.sgd_lrs, "adam": args.adam_lrs}
+    sweeps = []
+    for name in args.optimizers:
+        kw: dict[str, Any] | None = None
+        if name == "kfac":
+            kw = {"damping": args.damping, "kl_clip": args.kl_clip or None} | kfac_set
+        sweeps.append(sweep(task, name, lrs[name], args.iters, args.seed, kw, verbose=verbose))
+    if args.kfac_defaults:
+        lr = inspect.signature(acktr.KFAC).parameters["lr"].default
+        label = "kfac (library defaults)"
+        sweeps.append(sweep(task, "kfac", (lr,), args.iters, args.seed, {}, label, verbose))
+    return sweeps
+
+
+def run_metadata(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    task: Task,
+    data_name: str,
+    kfac_set: dict[str, Any],
+) -> dict[str, Any]:
+    """What the JSON records about the run: command, machine, settings, load."""
+    return {
+        "command": "python -m acktr.examples " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "machine": machine_description(),
+        "task": args.task,
+        "data": data_name,
+        "batch_size": task.batch_size,
+        "iters": args.iters,
+        "seed": args.seed,
+        "kfac_damping": args.damping,
+        "kfac_kl_clip": args.kl_clip or None,
+        "kfac_set": kfac_set,
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison; returns the exit status."""
     args = build_parser().parse_args(argv)
     if args.iters < 10:
         raise SystemExit("--iters must be at least 10 (the final loss averages 10 iterations)")
-    chosen = [o.strip() for o in args.optimizers.split(",") if o.strip()]
-    unknown = sorted(set(chosen) - set(DEFAULT_LRS))
-    if unknown or not chosen:
+    args.optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
+    unknown = sorted(set(args.optimizers) - set(DEFAULT_LRS))
+    if unknown or not args.optimizers:
         raise SystemExit(f"--optimizers: unknown {unknown}; choose from kfac, sgd, adam")
+    try:
+        kfac_set = dict(parse_kfac_option(item) for item in args.kfac_set)
+    except ValueError as e:
+        raise SystemExit(f"--kfac-set: {e}") from e
     torch.set_num_threads(args.threads)
     try:
         data = load_mnist(args.mnist) if args.mnist else load_digits(seed=args.seed)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from e
     task = make_task(args.task, data, args.batch_size)
-    verbose = not args.quiet
-    if verbose:
-        print(f"{args.task} on {data.name}: {len(task.x)} training examples, batch "
-              f"{task.batch_size}, {args.iters} iterations, seed {args.seed}")
-    lrs = {"kfac": args.kfac_lrs, "sgd": args.sgd_lrs, "adam": args.adam_lrs}
-    sweeps = []
-    for name in chosen:
-        kw: dict[str, Any] | None = {"damping": args.damping} if name == "kfac" else None
-        sweeps.append(sweep(task, name, lrs[name], args.iters, args.seed, kw, verbose=verbose))
-    if args.kfac_defaults:
-        sweeps.append(sweep(task, "kfac", args.kfac_lrs, args.iters, args.seed, {},
-                            label="kfac (defaults)", verbose=verbose))
+    if not args.quiet:
+        print(
+            f"{args.task} on {data.name}: {len(task.x)} training examples, batch "
+            f"{task.batch_size}, {args.iters} iterations, seed {args.seed}"
+        )
+    sweeps = run_sweeps(args, task, kfac_set)
     rows = summary_rows(sweeps)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{args.task}_{data.name}"
-    meta = {
-        "command": "python -m acktr.examples " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "torch": torch.__version__,
-        "threads": args.threads,
-        "machine": f"{platform.machine()} {platform.processor() or platform.platform()}",
-        "task": args.task,
-        "data": data.name,
-        "batch_size": task.batch_size,
-        "iters": args.iters,
-        "seed": args.seed,
-        "kfac_damping": args.damping,
-    }
     plot(sweeps, stem.with_suffix(".png"), f"{args.task} on {data.name} (batch {task.batch_size})")
     write_curves(sweeps, stem.with_suffix(".csv"))
+    meta = run_metadata(args, argv, task, data.name, kfac_set)
     write_json(sweeps, rows, stem.with_suffix(".json"), meta)
     print(format_table(rows))
     print(f"wrote {stem}.png, .csv, .json")

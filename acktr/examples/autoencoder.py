@@ -40,7 +40,9 @@ class Autoencoder(nn.Module):
         if len(widths) < 2 or min(widths) < 1:
             raise ValueError(f"widths needs an input and a code size >= 1, got {widths}")
         sizes = widths + widths[-2::-1]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=False)
+        )
         self.code_index = len(widths) - 2  # the layer whose output is the code (kept linear)
         for layer in self.layers:
             nn.init.xavier_uniform_(layer.weight, gain=nn.init.calculate_gain("tanh"))

@@ -78,7 +78,7 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
 
 
 def _open(path: Path) -> bytes:
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
         return f.read()
 
 
@@ -145,7 +145,7 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     payload = struct.pack(">I", IDX_UBYTE_MAGIC[array.ndim])
     payload += struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
     path = Path(path)
-    with (gzip.open(path, "wb") if path.suffix == ".gz" else open(path, "wb")) as f:
+    with gzip.open(path, "wb") if path.suffix == ".gz" else open(path, "wb") as f:
         f.write(payload)
 
 

@@ -6,7 +6,7 @@ seed, so curves from different optimizers (and learning rates) are directly comp
 
 from __future__ import annotations
 
-import itertools
+import inspect
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +29,30 @@ TASKS: tuple[str, ...] = ("autoencoder", "cnn")
 
 KFAC_EXAMPLE_DEFAULTS: dict[str, Any] = {"damping": 1e-2, "kl_clip": 1e-2}
 """K-FAC keyword arguments the examples use unless told otherwise (see docs/benchmarks.md)."""
+
+
+def parse_kfac_option(text: str) -> tuple[str, Any]:
+    """Parse ``KEY=VALUE`` into a K-FAC keyword argument (``"stats_every=5"`` -> ``("stats_every",
+    5)``). Values: ``none``, ``true``/``false``, integers, floats, or strings.
+
+    Raises:
+        ValueError: if there is no ``=`` or ``KEY`` is not an argument of :class:`acktr.KFAC`.
+    """
+    key, sep, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    valid = [k for k in inspect.signature(acktr.KFAC).parameters if k not in ("self", "model")]
+    if not sep or key not in valid:
+        raise ValueError(f"expected KEY=VALUE with KEY one of {', '.join(valid)}; got {text!r}")
+    value = value.strip()
+    lowered = value.lower()
+    if lowered in ("none", "true", "false"):
+        return key, {"none": None, "true": True, "false": False}[lowered]
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, value
 
 
 @dataclass
@@ -112,41 +136,12 @@ def make_optimizer(
     if name == "kfac":
         kwargs = KFAC_EXAMPLE_DEFAULTS if kfac_kwargs is None else kfac_kwargs
         opt = acktr.KFAC(model, lr=lr, **kwargs)
-        _unique_call_ids(opt.preconditioner)
         return opt
     if name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     if name == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
-
-
-def _unique_call_ids(pre: acktr.KFACPreconditioner) -> None:
-    """Workaround: re-register the preconditioner's forward hooks with collision-free call ids.
-
-    ``KFACPreconditioner._make_forward_hook`` keys "A already counted for this forward call" by
-    ``id(x) ^ id(output)``; the output object is freed after the forward, so its address is
-    reused and two layers' keys can collide. The second layer's ``A`` update is then silently
-    dropped, and if that happens at the first step, ``step()`` raises "received no curvature
-    statistics" (seen about once in a few thousand steps on the digits autoencoder). A counter
-    cannot collide. Remove this once the preconditioner uses unique ids.
-    """
-    counter = itertools.count()
-    pre.remove_hooks()
-
-    def forward_hook(block: acktr.KroneckerBlock) -> Callable[..., None]:
-        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-            if not (torch.is_grad_enabled() and pre.stats_due and output.requires_grad):
-                return
-            x, call_id = inputs[0].detach(), next(counter)
-            output.register_hook(lambda grad: pre._on_output_grad(block, x, call_id, grad))
-
-        return hook
-
-    for block in pre.blocks.values():
-        pre._hooks.append(block.helper.module.register_forward_hook(forward_hook(block)))
-    for block in pre.diagonal_blocks.values():
-        pre._hooks.append(block.param.register_hook(pre._make_param_hook(block)))
 
 
 @dataclass
@@ -159,6 +154,8 @@ class RunResult:
         label: a name for plots and tables (e.g. ``"kfac (defaults)"``).
         losses: training (minibatch) loss at each iteration, before that iteration's step.
         times: wall-clock seconds since the start of training at the end of each iteration.
+        cpu_times: CPU seconds of the process (all threads) at the same points; less sensitive
+            than wall-clock to other processes competing for the cores.
         diverged: True if the loss became NaN/Inf (training stopped there).
     """
 
@@ -167,6 +164,7 @@ class RunResult:
     label: str = ""
     losses: list[float] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
+    cpu_times: list[float] = field(default_factory=list)
     diverged: bool = False
 
     def final_loss(self, window: int = 10) -> float:
@@ -176,19 +174,17 @@ class RunResult:
         tail = self.losses[-window:]
         return sum(tail) / len(tail)
 
-    def time_to_reach(self, target: float, window: int = 10) -> float | None:
-        """Seconds until the ``window``-iteration moving average of the loss is <= ``target``."""
-        for i in range(window - 1, len(self.losses)):
-            if sum(self.losses[i - window + 1 : i + 1]) / window <= target:
-                return self.times[i]
-        return None
-
     def iters_to_reach(self, target: float, window: int = 10) -> int | None:
         """Iterations until the ``window``-iteration moving average of the loss is <= target."""
         for i in range(window - 1, len(self.losses)):
             if sum(self.losses[i - window + 1 : i + 1]) / window <= target:
                 return i + 1
         return None
+
+    def time_to_reach(self, target: float, window: int = 10, cpu: bool = False) -> float | None:
+        """Seconds (wall-clock, or CPU if ``cpu``) until :meth:`iters_to_reach` is met."""
+        n = self.iters_to_reach(target, window)
+        return None if n is None else (self.cpu_times if cpu else self.times)[n - 1]
 
 
 def train_step(
@@ -211,6 +207,31 @@ def train_step(
     loss.backward()
     opt.step()
     return value
+
+
+def iterate(
+    task: Task,
+    optimizer: OptimizerName,
+    lr: float,
+    seed: int = 0,
+    kfac_kwargs: dict[str, Any] | None = None,
+) -> Iterator[float]:
+    """Endless training of a fresh model: yields each iteration's minibatch loss.
+
+    The model is built right away (seeded with ``seed``); each ``next()`` runs one
+    :func:`train_step` on the next minibatch of the seeded order. Lets callers interleave
+    several runs, e.g. to time them under the same machine load.
+    """
+    torch.manual_seed(seed)
+    model = task.build_model()
+    opt = make_optimizer(optimizer, model, lr, kfac_kwargs)
+    order = batches(len(task.x), task.batch_size, seed)
+
+    def run() -> Iterator[float]:
+        for idx in order:
+            yield train_step(task, model, opt, task.x[idx], task.y[idx])
+
+    return run()
 
 
 def train(
@@ -238,17 +259,14 @@ def train(
         The losses and cumulative wall-clock times per iteration. Timing excludes model
         construction and stops at divergence.
     """
-    torch.manual_seed(seed)
-    model = task.build_model()
-    opt = make_optimizer(optimizer, model, lr, kfac_kwargs)
+    run = iterate(task, optimizer, lr, seed, kfac_kwargs)
     result = RunResult(optimizer, lr, label or optimizer)
-    order = batches(len(task.x), task.batch_size, seed)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(iters):
-        idx = next(order)
-        loss = train_step(task, model, opt, task.x[idx], task.y[idx])
+        loss = next(run)
         result.losses.append(loss)
         result.times.append(time.perf_counter() - start)
+        result.cpu_times.append(time.process_time() - cpu_start)
         if not math.isfinite(loss):
             result.diverged = True
             break

@@ -32,7 +32,10 @@ def per_example_jacobians(model: nn.Module, layers: list[nn.Module], x: Tensor) 
         jac = []
         for k in range(out.shape[0]):
             grads = torch.autograd.grad(out[k], params, retain_graph=True, allow_unused=True)
-            grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
+            grads = [
+                torch.zeros_like(p) if g is None else g
+                for g, p in zip(grads, params, strict=True)
+            ]
             pieces, j = [], 0
             for m in layers:
                 n = 2 if m.bias is not None else 1
