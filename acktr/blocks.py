@@ -152,11 +152,6 @@ class KroneckerBlock:
         self._g_sum: Tensor | None = None
         self._g_rows = 0
 
-    @property
-    def pending_batch(self) -> int:
-        """Batch size of the statistics pending in the current context (0 if none)."""
-        return self._a_batch
-
     def accumulate_inputs(self, rows: Tensor, batch_size: int) -> None:
         """Add one forward call's input rows ``(n, in)`` to the pending ``A`` statistics."""
         rows = rows.detach().to(self.dtype)

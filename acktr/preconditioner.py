@@ -139,6 +139,7 @@ class KFACPreconditioner:
         self._seen_calls: set[int] = set()
         self._call_ids = itertools.count()
         self._subsets: dict[tuple[int, str], Tensor] = {}
+        self._context_batch = 0
         self._diag_grads: list[tuple[DiagonalBlock, Tensor]] = []
         self._reported_skips = 0
         self._executor = ThreadPoolExecutor(1, "kfac-inverse") if async_inverse else None
@@ -227,6 +228,7 @@ class KFACPreconditioner:
             return
         helper = block.helper
         batch = helper.batch_size(x)
+        self._context_batch = max(self._context_batch, batch)
         # Per-example gradients: autograd gives g_hat / batch for a batch-mean loss.
         scale = float(batch) if self.loss_reduction == "mean" else 1.0
         idx = self._subsample(batch, x.device)
@@ -285,8 +287,8 @@ class KFACPreconditioner:
             self._commit_stats()
 
     def _commit_stats(self) -> None:
-        # The batch size of this context, needed by the diagonal fallback's estimator.
-        batch = max((b.pending_batch for b in self.blocks.values()), default=0) or 1
+        # The (full) batch size of this context, needed by the diagonal fallback's estimator.
+        batch, self._context_batch = self._context_batch or 1, 0
         pending = [(b, b.pending_stats()) for b in self.blocks.values()]
         pending = [(b, s) for b, s in pending if s is not None]
         diag = self._diagonal_pending(batch)

@@ -513,3 +513,28 @@ def test_stats_batch_size_uses_a_random_subset_of_examples():
     torch.testing.assert_close(block.G, noise[idx].T @ noise[idx] / 16)
     with pytest.raises(ValueError, match="stats_batch_size"):
         acktr.KFACPreconditioner(model, stats_batch_size=0)
+
+
+def test_diagonal_fallback_uses_the_full_batch_when_statistics_are_subsampled():
+    torch.manual_seed(0)
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+            self.scale = nn.Parameter(torch.tensor([1.5, 0.5]))
+
+        def forward(self, x):
+            return self.fc(x) * self.scale
+
+    model = Scaled().double()
+    x = torch.randn(64, 3, dtype=torch.float64)
+    noise = torch.randn(64, 2, dtype=torch.float64)
+    pre = acktr.KFACPreconditioner(model, stat_decay=0.0, stats_batch_size=16)
+    out = model(x)
+    with pre.record_stats():
+        acktr.fisher_loss(out, "gaussian", targets=out.detach() - noise).backward()
+    (grad,) = torch.autograd.grad(acktr.fisher_loss(model(x), "gaussian",
+                                                    targets=out.detach() - noise), model.scale)
+    # batch * mean_grad^2 with the full batch of 64, not the 16-example subset.
+    torch.testing.assert_close(pre.diagonal_blocks["scale"].F, 64 * grad**2)
