@@ -31,12 +31,11 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from envs.atari_native import SeededGames
-from envs.episodes import EpisodeStats
 from envs.gym_adapter import GymnasiumVecEnv
 from envs.gym_envs import Vectorization, vectorize
 from envs.registry import RL_EXTRA_HINT, lookup_spec
 from envs.snapshot import SnapshotWrapper, check_type
-from envs.vec_env import StepResult, VecEnv
+from envs.vec_env import StepResult, VecEnv, VecEnvWrapper
 
 
 @dataclass(frozen=True)
@@ -199,7 +198,7 @@ def make_single_atari_env(
     return SnapshotWrapper(gym.wrappers.FrameStackObservation(env, options.frame_stack))
 
 
-class EpisodicLifeClipReward(VecEnv):
+class EpisodicLifeClipReward(VecEnvWrapper):
     """Training transforms on an Atari ``VecEnv``: life loss -> terminated, reward -> sign.
 
     The wrapped env's episode statistics are untouched (raw rewards, full games). A life loss
@@ -242,17 +241,8 @@ class EpisodicLifeClipReward(VecEnv):
             reward = np.sign(reward).astype(np.float32)
         return obs, reward, terminated, truncated, info
 
-    def pop_episode_stats(self) -> EpisodeStats:
-        """Full-game statistics of the wrapped env."""
-        return self.venv.pop_episode_stats()
 
-    def close(self) -> None:
-        """Closes the wrapped env."""
-        self.venv.close()
 
-    def render(self) -> np.ndarray:
-        """The wrapped env's frame (see ``GymnasiumVecEnv.render``)."""
-        return self.venv.render()
 
     def snapshot(self) -> dict[str, Any]:
         """See ``VecEnv.snapshot``: the wrapped env's and the last lives seen."""

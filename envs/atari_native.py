@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.episodes import EpisodeStats
 from envs.gym_adapter import GymnasiumVecEnv
 from envs.snapshot import check_type, from_plain
-from envs.vec_env import StepResult, VecEnv
+from envs.vec_env import StepResult, VecEnvWrapper
 
 ALE_MAX_SEED = 2**31 - 1
 
@@ -37,7 +36,7 @@ def episode_seed(seed: int, env_index: int, episode: int) -> int:
     return int(words[0] % ALE_MAX_SEED)
 
 
-class SeededGames(VecEnv):
+class SeededGames(VecEnvWrapper):
     """Reseeds each ended game of a native Atari ``GymnasiumVecEnv`` and records its actions.
 
     Args:
@@ -93,17 +92,8 @@ class SeededGames(VecEnv):
         mask[envs] = True
         return self.venv.venv.reset(seed=self._seeds(envs), options={"reset_mask": mask})
 
-    def pop_episode_stats(self) -> EpisodeStats:
-        """See ``VecEnv.pop_episode_stats``."""
-        return self.venv.pop_episode_stats()
 
-    def close(self) -> None:
-        """Closes the wrapped env."""
-        self.venv.close()
 
-    def render(self) -> np.ndarray:
-        """See ``VecEnv.render`` (the native vector env cannot render)."""
-        return self.venv.render()
 
     def snapshot(self) -> dict[str, Any]:
         """See ``VecEnv.snapshot``: seeds, game counters, the actions of the running games."""

@@ -14,9 +14,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from envs.episodes import EpisodeStats
 from envs.snapshot import check_type
-from envs.vec_env import StepResult, VecEnv
+from envs.vec_env import StepResult, VecEnv, VecEnvWrapper
 
 
 class RunningMeanStd:
@@ -70,7 +69,7 @@ class RunningMeanStd:
         self.mean, self.var, self.count = mean.copy(), var.copy(), float(state["count"])
 
 
-class VecNormalize(VecEnv):
+class VecNormalize(VecEnvWrapper):
     """Normalizes observations and/or rewards of a ``VecEnv`` by running statistics.
 
     ``info["final_obs"]`` is normalized with the same statistics as ``obs`` (it does not update
@@ -157,17 +156,8 @@ class VecNormalize(VecEnv):
         scaled = reward / np.sqrt(self.ret_rms.var + self.epsilon)
         return np.clip(scaled, -self.clip_reward, self.clip_reward).astype(np.float32)
 
-    def pop_episode_stats(self) -> EpisodeStats:
-        """Raw episode statistics of the wrapped env."""
-        return self.venv.pop_episode_stats()
 
-    def close(self) -> None:
-        """Closes the wrapped env."""
-        self.venv.close()
 
-    def render(self) -> np.ndarray:
-        """The wrapped env's frame (see ``GymnasiumVecEnv.render``)."""
-        return self.venv.render()
 
     def snapshot(self) -> dict[str, Any]:
         """See ``VecEnv.snapshot``: the wrapped env's, the statistics and the discounted-return

@@ -165,3 +165,22 @@ class VecEnv(abc.ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class VecEnvWrapper(VecEnv):
+    """A ``VecEnv`` that transforms another (``self.venv``); episode statistics, rendering and
+    closing go to the wrapped env unless a subclass changes them."""
+
+    venv: VecEnv
+
+    def pop_episode_stats(self) -> EpisodeStats:
+        """The wrapped env's raw full-game statistics."""
+        return self.venv.pop_episode_stats()
+
+    def close(self) -> None:
+        """Closes the wrapped env."""
+        self.venv.close()
+
+    def render(self) -> np.ndarray:
+        """The wrapped env's frame."""
+        return self.venv.render()
