@@ -47,3 +47,17 @@ def test_core_never_imports_agents_or_envs():
 def test_pyproject_keeps_a_torch_range_not_a_pin():
     text = (ROOT / "pyproject.toml").read_text()
     assert '"torch>=2.3"' in text and "torch==" not in text
+
+
+def test_readme_quickstart_runs_and_trains():
+    import torch
+    import torch.nn.functional as F
+
+    code = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    torch.manual_seed(0)
+    x = torch.randn(512, 64)
+    y = x[:, :10].argmax(1)
+    namespace = {"loader": [(x[i : i + 64], y[i : i + 64]) for i in range(0, 512, 64)] * 5}
+    exec(code, namespace)  # noqa: S102 - our own README
+    with torch.no_grad():
+        assert float(F.cross_entropy(namespace["model"](x), y)) < 0.5  # from 2.3
