@@ -26,7 +26,7 @@ def _train_parser() -> argparse.ArgumentParser:
         description="Train an ACKTR (or A2C) agent. Settings come from a YAML config (by default "
         "the one for the env's family in configs/: atari.yaml, mujoco.yaml or classic.yaml), "
         "then the flags below, then --set overrides. Subcommand: `train.py eval --help`.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        # Defaults come from the config, so each help text names the config key instead.
     )
     p.add_argument("--algo", choices=["acktr", "a2c"], help="algorithm (config: algo.algo)")
     p.add_argument("--env", help="gymnasium env id, e.g. CartPole-v1, ALE/Pong-v5, "
