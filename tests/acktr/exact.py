@@ -70,3 +70,16 @@ def block_slices(layers: list[nn.Module]) -> list[slice]:
         out.append(slice(start, start + n))
         start += n
     return out
+
+
+class ScaledLinear(nn.Module):
+    """``Linear(3, 2)`` times a learned per-output scale: a parameter no Kronecker block claims
+    (it goes to the fallback), with a known Fisher ``F_ss = E[fc(x)^2]`` under N(output, 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+        self.scale = nn.Parameter(torch.tensor([1.5, 0.5]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(x) * self.scale

@@ -12,15 +12,9 @@ import acktr
 from acktr.blocks import KroneckerBlock, tikhonov_pi
 from acktr.layers import LinearHelper
 from acktr.linalg import CurvatureLinAlgError, damped_inverse, safe_eigh
+from tests.acktr.exact import ScaledLinear
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def filled_block(out_features: int = 3, in_features: int = 4, bias: bool = True) -> KroneckerBlock:
@@ -148,16 +142,7 @@ def test_diagonal_fallback_estimates_the_diagonal_fisher():
     """A learned output scale (no Kronecker block) gets a diagonal Fisher estimate whose
     expectation is the exact diagonal: here, for y ~ N(s * f(x), 1), F_ss = E[f(x)^2]."""
 
-    class Scaled(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = nn.Linear(3, 2)
-            self.scale = nn.Parameter(torch.tensor([1.5, 0.5]))
-
-        def forward(self, x):
-            return self.fc(x) * self.scale
-
-    model = Scaled()
+    model = ScaledLinear()
     # EMA over ~1000 contexts: each context's estimate is a scaled chi-square(1) (relative
     # std sqrt(2)), so the average has a relative std of about 4.5%.
     pre = acktr.KFACPreconditioner(model, stat_decay=0.998)

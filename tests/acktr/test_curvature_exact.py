@@ -21,13 +21,7 @@ def record_gauss_newton(pre: acktr.KFACPreconditioner, model: nn.Module, x: torc
             loss.backward(retain_graph=True)
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def test_single_linear_layer_block_equals_exact_gauss_newton():

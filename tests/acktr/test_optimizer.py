@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import acktr
+from tests.acktr.exact import ScaledLinear
 
 
 def ill_conditioned_regression(n: int = 2000, d_in: int = 6, d_out: int = 3, seed: int = 0):
@@ -518,16 +519,7 @@ def test_stats_batch_size_uses_a_random_subset_of_examples():
 def test_diagonal_fallback_uses_the_full_batch_when_statistics_are_subsampled():
     torch.manual_seed(0)
 
-    class Scaled(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = nn.Linear(3, 2)
-            self.scale = nn.Parameter(torch.tensor([1.5, 0.5]))
-
-        def forward(self, x):
-            return self.fc(x) * self.scale
-
-    model = Scaled().double()
+    model = ScaledLinear().double()
     x = torch.randn(64, 3, dtype=torch.float64)
     noise = torch.randn(64, 2, dtype=torch.float64)
     pre = acktr.KFACPreconditioner(model, stat_decay=0.0, stats_batch_size=16)
