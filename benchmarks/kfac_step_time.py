@@ -48,17 +48,22 @@ MODELS = ("digits-ae", "mnist-ae", "cnn")
 PHASES = ("forward", "fisher backward", "backward", "step")
 
 
-def build(name: str, batch: int) -> tuple[nn.Module, Tensor, Tensor, Callable, str]:
+def build(
+    name: str, batch: int, device: str = "cpu"
+) -> tuple[nn.Module, Tensor, Tensor, Callable, str]:
     """``(model, x, y, loss(out, x, y), fisher kind)`` for a benchmark model on random data."""
     gen = torch.Generator().manual_seed(0)
     if name == "cnn":
         x = torch.rand(batch, 1, 8, 8, generator=gen)
         y = torch.randint(0, 10, (batch,), generator=gen)
-        return SmallCNN(), x, y, lambda o, x, y: classification_loss(o, y), "categorical"
-    widths = DIGITS_LAYERS if name == "digits-ae" else MNIST_LAYERS
-    x = torch.rand(batch, widths[0], generator=gen)
-    y = torch.zeros(batch, dtype=torch.long)
-    return Autoencoder(widths), x, y, lambda o, x, y: reconstruction_loss(o, x), "bernoulli"
+        model, loss, kind = SmallCNN(), lambda o, x, y: classification_loss(o, y), "categorical"
+    else:
+        widths = DIGITS_LAYERS if name == "digits-ae" else MNIST_LAYERS
+        x = torch.rand(batch, widths[0], generator=gen)
+        y = torch.zeros(batch, dtype=torch.long)
+        model, kind = Autoencoder(widths), "bernoulli"
+        loss = lambda o, x, y: reconstruction_loss(o, x)  # noqa: E731
+    return model.to(device), x.to(device), y.to(device), loss, kind
 
 
 @dataclass
@@ -74,7 +79,7 @@ class Contender:
 
 def sgd_contender(args: argparse.Namespace) -> Contender:
     torch.manual_seed(0)
-    model, x, y, loss_fn, _ = build(args.model, args.batch_size)
+    model, x, y, loss_fn, _ = build(args.model, args.batch_size, args.device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def iteration() -> list[float]:
@@ -89,7 +94,7 @@ def sgd_contender(args: argparse.Namespace) -> Contender:
 
 def kfac_contender(args: argparse.Namespace, fast_fisher: bool) -> Contender:
     torch.manual_seed(0)
-    model, x, y, loss_fn, kind = build(args.model, args.batch_size)
+    model, x, y, loss_fn, kind = build(args.model, args.batch_size, args.device)
     kwargs = KFAC_EXAMPLE_DEFAULTS | {"damping": args.damping, "inverse_every": args.inverse_every}
     kwargs |= dict(parse_kfac_option(item) for item in args.kfac_set)
     opt = make_optimizer("kfac", model, 0.1, kwargs)
@@ -122,13 +127,25 @@ def kfac_contender(args: argparse.Namespace, fast_fisher: bool) -> Contender:
     return Contender("kfac fast-fisher" if fast_fisher else "kfac", iteration)
 
 
-def run_rounds(contenders: list[Contender], rounds: int, warmup: int, per_round: int) -> None:
-    """Interleave rounds of ``per_round`` iterations, alternating the order of the contenders."""
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_rounds(
+    contenders: list[Contender], rounds: int, warmup: int, per_round: int, device: str = "cpu"
+) -> None:
+    """Interleave rounds of ``per_round`` iterations, alternating the order of the contenders.
+
+    On CUDA the device is synchronized at the ends of each round (not inside it), so a round's
+    time includes all its kernels while the per-phase times only show host-side launch cost."""
     for r in range(warmup + rounds):
         order = contenders if r % 2 == 0 else contenders[::-1]
         for c in order:
+            _sync(device)
             wall, cpu = time.perf_counter(), time.process_time()
             phases = [c.iteration() for _ in range(per_round)]
+            _sync(device)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             if r >= warmup:
                 c.wall.append(wall / per_round)
@@ -141,7 +158,8 @@ def report(contenders: list[Contender], args: argparse.Namespace) -> None:
     print(
         f"model {args.model}, batch {args.batch_size}, inverse_every {args.inverse_every}, "
         f"K-FAC overrides {args.kfac_set or 'none'}, "
-        f"{args.threads} threads, torch {torch.__version__}, {platform.machine()}, "
+        f"device {args.device}, {args.threads} threads, torch {torch.__version__}, "
+        f"{platform.machine()}, "
         f"{os.cpu_count()} cpus, load average {load:.1f}; "
         f"{args.rounds} interleaved rounds x {args.inverse_every} iterations, medians over rounds"
     )
@@ -179,6 +197,7 @@ def main() -> None:
     p.add_argument("--inverse-every", type=int, default=10, help="K-FAC refresh period; default 10")
     p.add_argument("--damping", type=float, default=1e-2, help="K-FAC damping; default 1e-2")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads; default 2")
+    p.add_argument("--device", default="cpu", help="cpu or cuda; default cpu")
     p.add_argument(
         "--kfac-set",
         metavar="KEY=VALUE",
@@ -205,7 +224,7 @@ def main() -> None:
     contenders = [sgd_contender(args), kfac_contender(args, fast_fisher=False)]
     if args.fast_fisher:
         contenders.append(kfac_contender(args, fast_fisher=True))
-    run_rounds(contenders, args.rounds, args.warmup, args.inverse_every)
+    run_rounds(contenders, args.rounds, args.warmup, args.inverse_every, args.device)
     report(contenders, args)
     if args.profile:
         profile(contenders[1], args.profile)
