@@ -3,6 +3,7 @@ loads on a CPU-only machine with the same actions. Skipped without CUDA."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def test_updates_on_cuda_keep_everything_on_the_device(config, algo):
             obs, _, _ = collect_rollout(env, policy, storage, obs, cfg.algo.gamma,
                                         cfg.algo.gae_lambda)
             batch = storage.flatten()
-            assert all(t.is_cuda for t in batch)
+            assert all(getattr(batch, f.name).is_cuda for f in dataclasses.fields(batch))
             metrics = update(policy, opts, batch, cfg)
     finally:
         env.close()
