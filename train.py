@@ -6,12 +6,15 @@
     python train.py --resume runs/CartPole-v1_acktr_s0_...
     python train.py eval --checkpoint runs/.../checkpoint.pt --episodes 10
     python train.py eval --checkpoint runs/... --video cartpole.gif
+    python train.py compare --env HalfCheetah-v5 --algos acktr a2c sb3-a2c trpo --seeds 3 \\
+        --timesteps 1M --out results/halfcheetah --jobs 4
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -25,7 +28,8 @@ def _train_parser() -> argparse.ArgumentParser:
         prog="train.py",
         description="Train an ACKTR (or A2C) agent. Settings come from a YAML config (by default "
         "the one for the env's family in configs/: atari.yaml, mujoco.yaml or classic.yaml), "
-        "then the flags below, then --set overrides. Subcommand: `train.py eval --help`.",
+        "then the flags below, then --set overrides. Subcommands: `train.py eval --help`, "
+        "`train.py compare --help`.",
         # Defaults come from the config, so each help text names the config key instead.
     )
     p.add_argument("--algo", choices=["acktr", "a2c"], help="algorithm (config: algo.algo)")
@@ -67,6 +71,65 @@ def _eval_parser() -> argparse.ArgumentParser:
                    help="also record one evaluation episode to FILE (.gif, or .mp4 with "
                    "imageio-ffmpeg); needs imageio, and pygame for classic control")
     return p
+
+
+def _compare_parser() -> argparse.ArgumentParser:
+    from agents.compare import ALGOS
+
+    p = argparse.ArgumentParser(
+        prog="train.py compare",
+        description="Compare algorithms on the same envs, seeds, budget and evaluation: our "
+        "ACKTR and A2C (family configs in configs/) and the baselines sb3-a2c "
+        "(stable-baselines3 A2C) and trpo (sb3-contrib TRPO) with rl-zoo3's tuned "
+        "hyperparameters (configs/baselines/). Writes results.csv, curves_<env>.png and "
+        "summary.md into --out; rerunning the same command skips finished runs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--env", nargs="+", required=True, metavar="ENV",
+                   help="gymnasium env id(s), e.g. HalfCheetah-v5 ALE/Pong-v5")
+    p.add_argument("--algos", nargs="+", default=list(ALGOS), metavar="ALGO",
+                   help=f"algorithms, from: {', '.join(ALGOS)}")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds per algorithm and env")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, +1, ...")
+    p.add_argument("--timesteps", default="1M", help="env steps per run, e.g. 20k, 1M, 1e6")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
+    p.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads per run")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                   help="device of every algorithm (default: the env family config's "
+                   "run.device, for all)")
+    p.add_argument("--eval-episodes", type=int, default=10,
+                   help="deterministic episodes per evaluation point")
+    p.add_argument("--eval-points", type=int, default=10,
+                   help="evaluation points, evenly spaced over the budget")
+    p.add_argument("--threshold", action="append", default=[], metavar="ENV=VALUE",
+                   help="return threshold for 'steps to threshold' (repeatable; a bare VALUE "
+                   "applies to every env; default: configs/baselines/thresholds.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value of our agents (acktr, a2c), e.g. "
+                   "--set env.num_envs=16 (repeatable)")
+    return p
+
+
+def compare_main(argv: list[str]) -> int:
+    from agents.compare import CompareSettings, parse_thresholds, run_compare
+    from agents.config import parse_timesteps
+
+    args = _compare_parser().parse_args(argv)
+    settings = CompareSettings(
+        envs=args.env, out=args.out, algos=args.algos, seeds=args.seeds,
+        first_seed=args.first_seed, timesteps=parse_timesteps(args.timesteps), jobs=args.jobs,
+        threads=args.threads, device=args.device, eval_episodes=args.eval_episodes,
+        eval_points=args.eval_points, thresholds=parse_thresholds(args.threshold, args.env),
+        overrides=args.overrides,
+        command="python train.py compare " + " ".join(shlex.quote(a) for a in argv),
+    )
+    try:
+        return run_compare(settings)
+    except KeyboardInterrupt:
+        print(f"interrupted; rerun the same command to continue (finished runs in {args.out} "
+              "are kept)", file=sys.stderr)
+        return 130
 
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
@@ -166,7 +229,7 @@ def eval_main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python train.py`` and the ``acktr-train`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"eval": eval_main}
+    commands = {"eval": eval_main, "compare": compare_main}
     command = commands.get(argv[0]) if argv else None
     try:
         if command is not None:

@@ -1,0 +1,575 @@
+"""``python train.py compare``: one command, a fair comparison of ACKTR, A2C and the baselines.
+
+    python train.py compare --env HalfCheetah-v5 --algos acktr a2c sb3-a2c trpo --seeds 3 \\
+        --timesteps 1M --out results/halfcheetah --jobs 4
+
+Every algorithm runs on the same env ids, seeds, budget and evaluation protocol:
+
+- our ``acktr`` and ``a2c`` through ``agents.trainer.train`` with the env family's config
+  (``configs/atari.yaml``, ``mujoco.yaml`` or ``classic.yaml``, plus ``--set`` overrides);
+  ``sb3-a2c`` and ``trpo`` through ``agents.baselines`` with rl-zoo3's tuned hyperparameters;
+- evaluation at the same grid of ``--eval-points`` timesteps (``g_k = round(k T / P)``), each at
+  the first update boundary at or past ``g_k``, by the same function
+  (``agents.evaluate.evaluate``: deterministic policy, ``--eval-episodes`` episodes on fresh envs
+  seeded ``seed + 10000``, with the run's observation-normalization statistics);
+- wall-clock counts training only (environment steps and updates), not evaluation.
+
+Our agents are evaluated between segments of one run: the trainer's exact resume continues a
+run bit for bit, so training to ``g_1``, evaluating, resuming to ``g_2``, ... is the
+uninterrupted run. One exception: a K-FAC learning rate decayed linearly over the run
+(``algo.lr_schedule: linear``, ACKTR in the Atari and classic configs) would restart its decay
+at every segment, so compare runs such configs with a constant rate instead and says so in
+``summary.md``.
+
+Layout of ``--out``: ``runs/<env>/<algo>/seed<N>/`` (``spec.json``, ``log.txt``, ``evals.csv``,
+``done.json`` once finished, ``train/`` for our trainer's files), and at the top
+``results.csv``, ``curves_<env>.png``, ``summary.md`` and ``compare.json`` (settings and the
+commands that ran). Rerunning a command skips the finished runs and redoes the unfinished ones
+from their start; a finished run made with other settings is an error, not silently mixed.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agents.baselines import BASELINE_ALGOS
+from agents.compare_report import (
+    RESULT_FIELDS,
+    env_slug,
+    markdown_table,
+    plot_env,
+    summarize,
+    write_results,
+)
+
+OUR_ALGOS: tuple[str, ...] = ("acktr", "a2c")
+ALGOS: tuple[str, ...] = OUR_ALGOS + BASELINE_ALGOS
+REPO = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO / "configs"
+FAMILY_CONFIGS = {"atari": "atari.yaml", "mujoco": "mujoco.yaml", "gym": "classic.yaml"}
+THRESHOLDS_FILE = CONFIG_DIR / "baselines" / "thresholds.yaml"
+LINEAR_NOTE = ("K-FAC lr schedule 'linear' replaced by 'constant': evaluating between segments "
+               "of a run would restart a linear decay at every evaluation point")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the comparison: what ``run_one`` needs, stored as ``spec.json``."""
+
+    algo: str
+    env_id: str
+    seed: int
+    timesteps: int
+    grid: tuple[int, ...]
+    eval_episodes: int = 10
+    device: str | None = None
+    threads: int = 1
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """``<env>/<algo>/seed<N>``, the run's folder under ``runs/``."""
+        return f"{env_slug(self.env_id)}/{self.algo}/seed{self.seed}"
+
+    def comparable(self) -> dict[str, Any]:
+        """The settings a finished run must share with a rerun to be reused (all but threads)."""
+        d = dataclasses.asdict(self)
+        d.pop("threads")
+        d["grid"], d["overrides"] = list(self.grid), list(self.overrides)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> RunSpec:
+        return RunSpec(**{**d, "grid": tuple(d["grid"]), "overrides": tuple(d["overrides"])})
+
+
+def eval_grid(timesteps: int, points: int) -> tuple[int, ...]:
+    """``round(k T / P)`` for ``k = 1..P``, without duplicates or zeros."""
+    if points < 1:
+        raise ValueError(f"eval points must be >= 1, got {points}")
+    if timesteps < 1:
+        raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+    return tuple(sorted({max(1, round(k * timesteps / points)) for k in range(1, points + 1)}))
+
+
+def family_config(env_id: str) -> Path:
+    """The config file of ``env_id``'s family (as ``train.py``'s default)."""
+    from envs.registry import resolve_kind
+
+    return CONFIG_DIR / FAMILY_CONFIGS[resolve_kind(env_id, "auto")]
+
+
+def our_config(spec: RunSpec, algo: str | None = None, extra: Sequence[str] = ()):
+    """Our ``Config`` for ``spec``: the family config, the spec's env/algo/seed/budget/device,
+    then ``spec.overrides``, then ``extra``. ``algo`` overrides the algorithm (baselines use the
+    family config for their evaluation envs only)."""
+    from agents.config import load_config
+
+    pairs = [f"env.env_id={spec.env_id}", f"algo.algo={algo or spec.algo}",
+             f"run.seed={spec.seed}", f"run.total_timesteps={spec.timesteps}",
+             f"run.eval_episodes={spec.eval_episodes}"]
+    if spec.device is not None:
+        pairs.append(f"run.device={spec.device}")
+    return load_config(family_config(spec.env_id), pairs + list(spec.overrides) + list(extra))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks before anything starts.
+
+
+def check_algos(algos: Sequence[str]) -> list[str]:
+    """The algorithms without duplicates; an unknown name is a ValueError naming the allowed."""
+    unknown = [a for a in algos if a not in ALGOS]
+    if unknown:
+        raise ValueError(f"unknown algorithm(s) {', '.join(map(repr, unknown))}; "
+                         f"allowed: {', '.join(ALGOS)}")
+    if not algos:
+        raise ValueError(f"no algorithm given; allowed: {', '.join(ALGOS)}")
+    return list(dict.fromkeys(algos))
+
+
+def check_env(env_id: str, algos: Sequence[str], probe: RunSpec) -> dict[str, str]:
+    """Checks that every algorithm can run ``env_id`` (id known, packages installed, spaces
+    supported, baseline hyperparameters valid); returns the hyperparameter source per algo.
+
+    Raises:
+        ValueError / ImportError: naming the env, the algorithm and what is allowed.
+    """
+    from agents.baselines import check_spaces, load_baseline_spec, sb3_class
+    from agents.distributions import make_distribution
+    from agents.evaluate import make_env_from_config
+    from envs.registry import resolve_kind
+
+    kind = resolve_kind(env_id, "auto")
+    cfg = our_config(dataclasses.replace(probe, env_id=env_id, algo="acktr"))
+    env = make_env_from_config(cfg, num_envs=1, training=False)
+    obs_space, act_space = env.observation_space, env.action_space
+    env.close()
+    sources = {}
+    for algo in algos:
+        if algo in OUR_ALGOS:
+            try:
+                make_distribution(act_space)
+            except ValueError as err:
+                raise ValueError(f"{algo} cannot handle {env_id!r}: {err}") from None
+            sources[algo] = f"configs/{FAMILY_CONFIGS[kind]}"
+        else:
+            sb3_class(algo)
+            check_spaces(algo, env_id, obs_space, act_space)
+            sources[algo] = load_baseline_spec(algo, env_id, kind).source
+    return sources
+
+
+def load_thresholds(envs: Sequence[str], given: dict[str, float] | None = None) -> dict[str, float]:
+    """Threshold per env: ``given``, else ``configs/baselines/thresholds.yaml``, else gymnasium's
+    ``spec.reward_threshold``; envs with none are left out."""
+    import gymnasium as gym
+
+    table = yaml.safe_load(THRESHOLDS_FILE.read_text()) or {}
+    out = {}
+    for env in envs:
+        if given and env in given:
+            out[env] = float(given[env])
+        elif env in table:
+            out[env] = float(table[env])
+        else:
+            try:
+                thr = gym.spec(env).reward_threshold
+            except gym.error.Error:
+                thr = None
+            if thr is not None:
+                out[env] = float(thr)
+    return out
+
+
+def parse_thresholds(items: Sequence[str], envs: Sequence[str]) -> dict[str, float]:
+    """``["ENV=VALUE", ...]`` (or a bare ``VALUE`` for every env) to ``{env: value}``."""
+    out: dict[str, float] = {}
+    for item in items:
+        env, sep, value = item.rpartition("=")
+        targets = [env] if sep else list(envs)
+        if sep and env not in envs:
+            raise ValueError(f"--threshold {item!r}: env {env!r} is not compared; envs: "
+                             f"{', '.join(envs)}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"--threshold {item!r}: expected ENV=NUMBER or NUMBER") from None
+        out.update(dict.fromkeys(targets, number))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# One run (in a worker process).
+
+PointFn = Callable[[int, float, float, float], None]
+
+
+def segment_updates(grid: Sequence[int], batch: int) -> list[int]:
+    """Update counts at which our agents are evaluated: the first update boundary at or past
+    each grid point, ``ceil(g / batch)``, without duplicates."""
+    return sorted({max(1, math.ceil(g / batch)) for g in grid})
+
+
+def train_ours(spec: RunSpec, run_dir: Path, on_point: PointFn) -> dict[str, Any]:
+    """Train our ``acktr``/``a2c`` in segments ending at the evaluation points (exact resume in
+    between), evaluating at the end of each through the trainer's final evaluation."""
+    from agents.trainer import train
+
+    cfg = our_config(spec)
+    notes = []
+    sets = ["run.checkpoint_every=0"]
+    if cfg.algo.algo == "acktr" and not cfg.algo.separate_critic and (
+            cfg.algo.lr_schedule == "linear"):
+        sets.append("algo.lr_schedule=constant")
+        notes.append(LINEAR_NOTE)
+    updates = segment_updates(spec.grid, cfg.batch_size)
+    train_dir = run_dir / "train"
+    summary: dict[str, Any] = {}
+    for i, u in enumerate(updates):
+        seg = our_config(spec, extra=sets + [f"run.total_timesteps={u * cfg.batch_size}"])
+        summary = train(seg, train_dir, resume=i > 0, progress_bar=False, tensorboard=False)
+        if summary["interrupted"]:
+            raise KeyboardInterrupt
+        on_point(int(summary["timesteps"]), summary["final_return_mean"],
+                 summary["final_return_std"], summary["wall_seconds"])
+    return {"timesteps": summary["timesteps"], "wall_seconds": summary["wall_seconds"],
+            "fps": summary["fps"], "updates": summary["updates"], "device": summary["device"],
+            "batch_size": cfg.batch_size, "notes": notes}
+
+
+def train_sb3(spec: RunSpec, on_point: PointFn) -> dict[str, Any]:
+    """Train a baseline, evaluating with our evaluator on our family config's envs."""
+    import torch
+
+    from agents.baselines import load_baseline_spec, train_baseline
+    from agents.evaluate import evaluate
+    from agents.trainer import resolve_device
+    from envs.registry import resolve_kind
+
+    kind = resolve_kind(spec.env_id, "auto")
+    bspec = load_baseline_spec(spec.algo, spec.env_id, kind)
+    cfg = our_config(spec, algo="a2c")
+    eval_cfg = dataclasses.replace(cfg, env=dataclasses.replace(
+        cfg.env, normalize_obs=bspec.normalize_obs, normalize_reward=False))
+    device = str(resolve_device(cfg.run.device))
+
+    def evaluate_fn(adapter, env_state):
+        returns, _ = evaluate(adapter, eval_cfg, spec.eval_episodes, torch.device("cpu"),
+                              env_state or None)
+        return float(returns.mean()), float(returns.std())
+
+    out = train_baseline(bspec, kind, spec.seed, spec.timesteps, spec.grid, evaluate_fn,
+                         on_point, cfg.env, device)
+    return {**out, "device": device, "batch_size": bspec.n_envs * bspec.algo_kwargs.get(
+        "n_steps", 5 if spec.algo == "sb3-a2c" else 2048), "hyperparameters": bspec.to_dict(),
+        "notes": []}
+
+
+def run_one(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
+    """Run ``spec`` in ``run_dir`` (which it fills from scratch): ``evals.csv`` row by row, then
+    ``done.json`` (the finished-run marker). Returns the ``done.json`` content."""
+    import torch
+
+    torch.set_num_threads(spec.threads)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2) + "\n")
+    evals = run_dir / "evals.csv"
+    with evals.open("w", newline="") as f:
+        csv.DictWriter(f, fieldnames=RESULT_FIELDS).writeheader()
+
+    def on_point(t: int, mean: float, std: float, wall: float) -> None:
+        row = {"algo": spec.algo, "env": spec.env_id, "seed": spec.seed, "timesteps": t,
+               "eval_return_mean": mean, "eval_return_std": std, "wall_seconds": wall}
+        with evals.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=RESULT_FIELDS).writerow(row)
+        print(f"{spec.key}: {t} steps, eval {mean:.2f} +- {std:.2f}, {wall:.1f} s", flush=True)
+
+    if spec.algo in OUR_ALGOS:
+        result = train_ours(spec, run_dir, on_point)
+    else:
+        result = train_sb3(spec, on_point)
+    done = {"spec": spec.comparable(), **result}
+    tmp = run_dir / "done.json.tmp"
+    tmp.write_text(json.dumps(done, indent=2) + "\n")
+    os.replace(tmp, run_dir / "done.json")
+    return done
+
+
+def worker_main(argv: Sequence[str]) -> int:
+    """``python -m agents.compare worker RUN_DIR``: run the ``spec.json`` there."""
+    if len(argv) != 2 or argv[0] != "worker":
+        print("usage: python -m agents.compare worker RUN_DIR", file=sys.stderr)
+        return 2
+    run_dir = Path(argv[1])
+    spec = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
+    try:
+        run_one(spec, run_dir)
+    except KeyboardInterrupt:
+        print(f"{spec.key}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Orchestration.
+
+
+@dataclass
+class Outcome:
+    """How one run ended: ``"done"``, ``"skipped"`` (finished before) or ``"failed"``."""
+
+    spec: RunSpec
+    status: str
+    detail: str = ""
+
+
+def run_status(spec: RunSpec, run_dir: Path) -> str:
+    """``"done"`` (a finished run with these settings), ``"todo"``; a finished run with other
+    settings is a ValueError naming what differs."""
+    done = run_dir / "done.json"
+    if not done.is_file():
+        return "todo"
+    before = json.loads(done.read_text()).get("spec", {})
+    now = spec.comparable()
+    diff = [k for k in now if before.get(k) != now[k]]
+    if diff:
+        details = ", ".join(f"{k}: {before.get(k)!r} then, {now[k]!r} now" for k in diff)
+        raise ValueError(f"{run_dir} holds a finished run with other settings ({details}); "
+                         "use another --out or the same settings")
+    return "done"
+
+
+def _prepare(run_dir: Path, spec: RunSpec) -> None:
+    """Empty an unfinished run's folder (only one compare made) and write its spec."""
+    if run_dir.exists():
+        if any(run_dir.iterdir()) and not (run_dir / "spec.json").is_file():
+            raise ValueError(f"{run_dir} exists and is not a compare run folder; remove it or "
+                             "use another --out")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2) + "\n")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def execute(specs: Sequence[RunSpec], out: Path, jobs: int,
+            log: Callable[[str], None] = print) -> list[Outcome]:
+    """Run the unfinished ``specs`` in up to ``jobs`` worker processes at once (each with
+    ``OMP_NUM_THREADS`` = its threads); a failing run is reported, the others go on."""
+    outcomes: list[Outcome] = []
+    pending = []
+    for spec in specs:
+        if run_status(spec, out / "runs" / spec.key) == "done":
+            outcomes.append(Outcome(spec, "skipped", "finished before"))
+        else:
+            pending.append(spec)
+    if outcomes:
+        log(f"skipping {len(outcomes)} finished run(s); {len(pending)} to run")
+    running: dict[subprocess.Popen, tuple[RunSpec, Any, float]] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                spec = pending.pop(0)
+                run_dir = out / "runs" / spec.key
+                _prepare(run_dir, spec)
+                env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads),
+                       "MKL_NUM_THREADS": str(spec.threads),
+                       "PYTHONPATH": os.pathsep.join(
+                           p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+                logf = (run_dir / "log.txt").open("w")
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "agents.compare", "worker", str(run_dir)],
+                    stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+                running[proc] = (spec, logf, time.perf_counter())
+                log(f"started {spec.key}")
+            time.sleep(0.1)
+            for proc in [p for p in running if p.poll() is not None]:
+                spec, logf, began = running.pop(proc)
+                logf.close()
+                run_dir = out / "runs" / spec.key
+                took = time.perf_counter() - began
+                if proc.returncode == 0 and (run_dir / "done.json").is_file():
+                    outcomes.append(Outcome(spec, "done", f"{took:.0f} s"))
+                    log(f"finished {spec.key} ({took:.0f} s)")
+                else:
+                    detail = (f"exit code {proc.returncode}; log {run_dir / 'log.txt'}:\n"
+                              f"{_tail(run_dir / 'log.txt')}")
+                    outcomes.append(Outcome(spec, "failed", detail))
+                    log(f"FAILED {spec.key}: {detail}")
+    except KeyboardInterrupt:
+        for proc in running:
+            proc.terminate()
+        for proc, (_spec, logf, _began) in running.items():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            logf.close()
+        raise
+    return outcomes
+
+
+def plan(envs: Sequence[str], algos: Sequence[str], seeds: Sequence[int], timesteps: int,
+         eval_points: int, eval_episodes: int, device: str | None, threads: int,
+         overrides: Sequence[str]) -> list[RunSpec]:
+    """Every (env, algo, seed) run, env-major."""
+    grid = eval_grid(timesteps, eval_points)
+    return [RunSpec(algo, env, seed, timesteps, grid, eval_episodes, device, threads,
+                    tuple(overrides))
+            for env in envs for algo in algos for seed in seeds]
+
+
+@dataclass
+class CompareSettings:
+    """What ``train.py compare`` was asked (defaults as its flags)."""
+
+    envs: list[str]
+    out: Path
+    algos: list[str] = field(default_factory=lambda: list(ALGOS))
+    seeds: int = 3
+    first_seed: int = 0
+    timesteps: int = 1_000_000
+    jobs: int = 1
+    threads: int = 1
+    device: str | None = None
+    eval_episodes: int = 10
+    eval_points: int = 10
+    thresholds: dict[str, float] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+    command: str = ""
+
+
+def validate(s: CompareSettings) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """Everything checkable before a run starts; returns the algorithms and, per env, the
+    hyperparameter source per algorithm."""
+    from agents.trainer import resolve_device
+
+    algos = check_algos(s.algos)
+    for name, value, low in (("--seeds", s.seeds, 1), ("--jobs", s.jobs, 1),
+                             ("--threads", s.threads, 1), ("--eval-episodes", s.eval_episodes, 1),
+                             ("--eval-points", s.eval_points, 1), ("--timesteps", s.timesteps, 1),
+                             ("--first-seed", s.first_seed, 0)):
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+    if not s.envs:
+        raise ValueError("no env given (--env ENV [ENV ...])")
+    if s.device is not None:
+        resolve_device(s.device)
+    probe = RunSpec("acktr", s.envs[0], s.first_seed, s.timesteps, (s.timesteps,),
+                    s.eval_episodes, s.device, s.threads, tuple(s.overrides))
+    sources = {env: check_env(env, algos, probe) for env in dict.fromkeys(s.envs)}
+    return algos, sources
+
+
+def run_compare(s: CompareSettings, log: Callable[[str], None] = print) -> int:
+    """Validate, run what is unfinished, then write ``results.csv``, the curves and
+    ``summary.md``. Returns 0 when every run finished, 1 when some failed."""
+    algos, sources = validate(s)
+    envs = list(dict.fromkeys(s.envs))
+    seeds = list(range(s.first_seed, s.first_seed + s.seeds))
+    specs = plan(envs, algos, seeds, s.timesteps, s.eval_points, s.eval_episodes, s.device,
+                 s.threads, s.overrides)
+    for spec in specs:  # conflicts with finished runs: an error before anything starts
+        run_status(spec, s.out / "runs" / spec.key)
+    s.out.mkdir(parents=True, exist_ok=True)
+    _record_command(s)
+    outcomes = execute(specs, s.out, s.jobs, log)
+    thresholds = load_thresholds(envs, s.thresholds)
+    write_report(s.out, specs, sources, thresholds, outcomes)
+    failed = [o for o in outcomes if o.status == "failed"]
+    log(f"wrote {s.out / 'results.csv'} and {s.out / 'summary.md'}")
+    if failed:
+        log(f"{len(failed)} run(s) failed: {', '.join(o.spec.key for o in failed)} "
+            "(details in summary.md; rerun the same command to retry them)")
+        return 1
+    return 0
+
+
+def _record_command(s: CompareSettings) -> None:
+    path = s.out / "compare.json"
+    record = json.loads(path.read_text()) if path.is_file() else {"commands": []}
+    record["commands"].append(s.command)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def collect_rows(specs: Sequence[RunSpec], out: Path) -> tuple[list[dict], dict[str, dict]]:
+    """Evaluation rows and ``done.json`` records of the finished runs among ``specs``."""
+    from agents.compare_report import read_results
+
+    rows, done = [], {}
+    for spec in specs:
+        run_dir = out / "runs" / spec.key
+        if (run_dir / "done.json").is_file():
+            rows += read_results(run_dir / "evals.csv")
+            done[spec.key] = json.loads((run_dir / "done.json").read_text())
+    return rows, done
+
+
+def write_report(out: Path, specs: Sequence[RunSpec], sources: dict[str, dict[str, str]],
+                 thresholds: dict[str, float], outcomes: Sequence[Outcome]) -> None:
+    """``results.csv``, ``curves_<env>.png`` per env and ``summary.md`` from the finished runs."""
+    from agents.compare_report import curves
+
+    rows, done = collect_rows(specs, out)
+    write_results(rows, out / "results.csv")
+    grid = specs[0].grid if specs else ()
+    summaries = summarize(rows, grid, thresholds)
+    by_env = curves(rows)
+    lines = ["# Comparison", "", "Commands (in `compare.json`):", ""]
+    record = json.loads((out / "compare.json").read_text()) if (out / "compare.json").is_file() \
+        else {"commands": []}
+    lines += [f"    {c}" for c in record["commands"]] + [""]
+    if specs:
+        sp = specs[0]
+        lines += [f"Budget {sp.timesteps} timesteps; evaluation at {len(sp.grid)} points "
+                  f"({', '.join(str(g) for g in sp.grid)}), each {sp.eval_episodes} "
+                  "deterministic episodes on fresh envs seeded seed + 10000 "
+                  "(agents.evaluate.evaluate for every algorithm). Wall-clock excludes "
+                  "evaluation; fps = timesteps / wall-clock. See agents/compare_report.py for "
+                  "the definitions of AUC and steps to threshold.", ""]
+    for env in dict.fromkeys(s.env_id for s in specs):
+        env_rows = [x for x in summaries if x.env == env]
+        lines += [f"## {env}", ""]
+        if env_rows:
+            lines += [markdown_table(env_rows, sources.get(env)),
+                      f"![{env}](curves_{env_slug(env)}.png)", ""]
+            plot_env({a: c for (e, a), c in by_env.items() if e == env}, env,
+                     out / f"curves_{env_slug(env)}.png")
+        else:
+            lines += ["No finished runs.", ""]
+        notes = sorted({n for k, d in done.items() if k.startswith(env_slug(env) + "/")
+                        for n in d.get("notes", [])})
+        lines += [f"Note: {n}." for n in notes] + ([""] if notes else [])
+    failed = [o for o in outcomes if o.status == "failed"]
+    missing = [sp.key for sp in specs if sp.key not in done]
+    if failed or missing:
+        lines += ["## Unfinished runs", ""]
+        lines += [f"- `{o.spec.key}`: failed, {o.detail.splitlines()[0]}" for o in failed]
+        failed_keys = {o.spec.key for o in failed}
+        lines += [f"- `{k}`: not finished" for k in missing if k not in failed_keys]
+        lines.append("")
+    (out / "summary.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))
