@@ -149,27 +149,33 @@ def check_env(env_id: str, algos: Sequence[str], probe: RunSpec) -> dict[str, st
     Raises:
         ValueError / ImportError: naming the env, the algorithm and what is allowed.
     """
+    import gymnasium as gym
+
     from agents.baselines import check_spaces, load_baseline_spec, sb3_class
     from agents.distributions import make_distribution
     from agents.evaluate import make_env_from_config
     from envs.registry import resolve_kind
 
     kind = resolve_kind(env_id, "auto")
-    cfg = our_config(dataclasses.replace(probe, env_id=env_id, algo="acktr"))
-    env = make_env_from_config(cfg, num_envs=1, training=False)
-    obs_space, act_space = env.observation_space, env.action_space
-    env.close()
     sources = {}
     for algo in algos:
         if algo in OUR_ALGOS:
+            cfg = our_config(dataclasses.replace(probe, env_id=env_id, algo=algo))
             try:
-                make_distribution(act_space)
+                env = make_env_from_config(cfg, num_envs=1, training=False)
+                try:
+                    make_distribution(env.action_space)
+                finally:
+                    env.close()
             except ValueError as err:
                 raise ValueError(f"{algo} cannot handle {env_id!r}: {err}") from None
             sources[algo] = f"configs/{FAMILY_CONFIGS[kind]}"
         else:
             sb3_class(algo)
-            check_spaces(algo, env_id, obs_space, act_space)
+            if kind != "atari":  # Atari: image observations, Discrete actions
+                env = gym.make(env_id)
+                check_spaces(algo, env_id, env.observation_space, env.action_space)
+                env.close()
             sources[algo] = load_baseline_spec(algo, env_id, kind).source
     return sources
 

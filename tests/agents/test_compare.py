@@ -1,0 +1,319 @@
+"""``train.py compare``: grid, summary computations on synthetic curves, results.csv schema,
+checks before anything starts, resume (skipping finished runs), failures, a smoke run."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agents import compare
+from agents.compare import (
+    ALGOS,
+    CompareSettings,
+    RunSpec,
+    check_algos,
+    eval_grid,
+    parse_thresholds,
+    run_status,
+    segment_updates,
+)
+from agents.compare_report import (
+    RESULT_FIELDS,
+    area_under_curve,
+    read_results,
+    summarize,
+    timesteps_to_threshold,
+    write_results,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class _MultiDiscreteEnv(gym.Env):
+    """A vector-observation env with a MultiDiscrete action space (SB3 takes it, we do not)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.MultiDiscrete([2, 3])
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(3, np.float32), 0.0, True, False, {}
+
+
+class _DictObservationEnv(_MultiDiscreteEnv):
+    """Dict observations (neither SB3's MlpPolicy nor our policies take them)."""
+
+    observation_space = gym.spaces.Dict({"x": gym.spaces.Box(-1.0, 1.0, (3,), np.float32)})
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        return {"x": np.zeros(3, np.float32)}, {}
+
+    def step(self, action):
+        return {"x": np.zeros(3, np.float32)}, 0.0, True, False, {}
+
+
+gym.register("CompareTest/MultiDiscrete-v0", entry_point=_MultiDiscreteEnv)
+gym.register("CompareTest/DictObs-v0", entry_point=_DictObservationEnv)
+
+
+# --- grid ----------------------------------------------------------------------------------
+
+
+def test_eval_grid_is_evenly_spaced_and_ends_at_the_budget():
+    assert eval_grid(1_000_000, 10) == tuple(range(100_000, 1_000_001, 100_000))
+    assert eval_grid(5000, 3) == (1667, 3333, 5000)
+    assert eval_grid(3, 10) == (1, 2, 3)  # duplicates dropped
+    with pytest.raises(ValueError, match="eval points must be >= 1, got 0"):
+        eval_grid(100, 0)
+
+
+def test_segments_end_at_the_first_update_boundary_at_or_past_each_point():
+    assert segment_updates((1667, 3333, 5000), 128) == [14, 27, 40]
+    assert segment_updates((100, 200, 2500), 2500) == [1]
+    assert segment_updates((1, 2), 128) == [1]
+
+
+# --- summary computations on synthetic curves -------------------------------------------------
+
+
+def test_area_under_a_linear_curve_is_its_mean():
+    grid = np.linspace(100, 1000, 10)
+    # R(t) = t / 10 on [100, 1000]: mean (10 + 100) / 2 = 55, exact for the trapezoid rule
+    assert area_under_curve(grid, grid / 10, grid) == pytest.approx(55.0)
+    assert area_under_curve([100, 1000], [3.0, 3.0], grid) == pytest.approx(3.0)
+    assert area_under_curve([500], [7.0], [500]) == 7.0
+
+
+def test_area_under_curve_interpolates_points_off_the_grid():
+    # Evaluated at 0, 20, 40 (a batch of 20 past a grid of 10, 30): R = t, interpolated to the
+    # grid points 10 and 30 it is 10 and 30, mean 20.
+    assert area_under_curve([0, 20, 40], [0.0, 20.0, 40.0], [10, 30]) == pytest.approx(20.0)
+    # a step from 0 to 100 between 10 and 20 on a grid of 0..30: trapezoids 0, 50, 100 -> 50
+    assert area_under_curve([0, 10, 20, 30], [0, 0, 100, 100], [0, 10, 20, 30]) == \
+        pytest.approx(50.0)
+
+
+def test_timesteps_to_threshold_is_the_first_point_at_or_above():
+    assert timesteps_to_threshold([10, 20, 30], [1.0, 5.0, 4.0], 5.0) == 20.0
+    assert timesteps_to_threshold([10, 20, 30], [1.0, 2.0, 3.0], 5.0) is None
+
+
+def _rows(algo, env, seed, points, wall_per_step=0.01):
+    return [{"algo": algo, "env": env, "seed": seed, "timesteps": t, "eval_return_mean": y,
+             "eval_return_std": 1.0, "wall_seconds": t * wall_per_step} for t, y in points]
+
+
+def test_summarize_over_seeds():
+    grid = [100, 200, 300]
+    rows = (_rows("acktr", "E", 0, [(100, 0.0), (200, 10.0), (300, 20.0)])
+            + _rows("acktr", "E", 1, [(100, 10.0), (200, 30.0), (300, 40.0)], 0.02)
+            + _rows("a2c", "E", 0, [(100, 0.0), (200, 0.0), (300, 0.0)]))
+    by_algo = {s.algo: s for s in summarize(rows, grid, {"E": 25.0})}
+    s = by_algo["acktr"]
+    assert (s.seeds, s.final_mean, s.final_std) == (2, 30.0, 10.0)
+    # AUCs: seed 0 (0/2 + 10 + 20/2) / 2 = 10; seed 1 (5 + 30 + 20) / 2 = 27.5
+    assert s.auc_mean == pytest.approx((10.0 + 27.5) / 2)
+    assert s.auc_std == pytest.approx(8.75)
+    assert (s.threshold_median, s.threshold_reached) == (200.0, 1)  # only seed 1 reached 25
+    assert s.wall_seconds == pytest.approx((3.0 + 6.0) / 2)
+    assert s.fps == pytest.approx((100 + 50) / 2)
+    assert by_algo["a2c"].threshold_median is None and by_algo["a2c"].threshold_reached == 0
+
+
+def test_results_csv_has_the_documented_columns(tmp_path):
+    rows = _rows("trpo", "E", 1, [(200, 2.0), (100, 1.0)]) + _rows("a2c", "E", 0, [(100, 3.0)])
+    write_results(rows, tmp_path / "results.csv")
+    with (tmp_path / "results.csv").open() as f:
+        header = next(csv.reader(f))
+    assert tuple(header) == RESULT_FIELDS == ("algo", "env", "seed", "timesteps",
+                                              "eval_return_mean", "eval_return_std",
+                                              "wall_seconds")
+    back = read_results(tmp_path / "results.csv")
+    assert [(r["algo"], r["timesteps"]) for r in back] == [("a2c", 100), ("trpo", 100),
+                                                          ("trpo", 200)]
+    assert back[2]["eval_return_mean"] == 2.0 and back[2]["wall_seconds"] == 2.0
+
+
+def test_reading_results_without_a_column_names_it(tmp_path):
+    (tmp_path / "r.csv").write_text("algo,env,seed,timesteps\n")
+    with pytest.raises(ValueError, match="missing column.*eval_return_mean"):
+        read_results(tmp_path / "r.csv")
+
+
+# --- checks before anything starts -------------------------------------------------------------
+
+
+def test_unknown_algorithm_names_it_and_the_allowed_ones():
+    with pytest.raises(ValueError) as err:
+        check_algos(["acktr", "ppo"])
+    assert "'ppo'" in str(err.value) and "acktr, a2c, sb3-a2c, trpo" in str(err.value)
+    assert check_algos(["a2c", "a2c", "trpo"]) == ["a2c", "trpo"]
+
+
+def _settings(tmp_path, **kw):
+    base = dict(envs=["CartPole-v1"], out=tmp_path / "out", algos=["a2c"], seeds=1,
+                timesteps=256, eval_points=2, eval_episodes=1)
+    return CompareSettings(**{**base, **kw})
+
+
+def test_env_an_algorithm_cannot_handle_is_an_error_before_anything_starts(tmp_path):
+    s = _settings(tmp_path, envs=["CompareTest/MultiDiscrete-v0"], algos=["sb3-a2c", "acktr"])
+    with pytest.raises(ValueError) as err:
+        compare.run_compare(s, log=lambda m: None)
+    assert str(err.value).startswith("acktr cannot handle 'CompareTest/MultiDiscrete-v0'")
+    assert "MultiDiscrete" in str(err.value)
+    s = _settings(tmp_path, envs=["CompareTest/DictObs-v0"], algos=["trpo"])
+    with pytest.raises(ValueError, match="trpo cannot handle 'CompareTest/DictObs-v0' here: "
+                       "observation space Dict"):
+        compare.run_compare(s, log=lambda m: None)
+    assert not s.out.exists()
+
+
+def test_unknown_env_and_bad_numbers_are_errors_before_anything_starts(tmp_path):
+    with pytest.raises(ValueError, match="CartPol-v1"):
+        compare.run_compare(_settings(tmp_path, envs=["CartPol-v1"]), log=lambda m: None)
+    with pytest.raises(ValueError, match="--jobs must be >= 1, got 0"):
+        compare.run_compare(_settings(tmp_path, jobs=0), log=lambda m: None)
+    with pytest.raises(ValueError, match="kfac.lr"):
+        compare.run_compare(_settings(tmp_path, overrides=["kfac.lr=-1"]), log=lambda m: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_thresholds_from_flags():
+    assert parse_thresholds(["A=1.5", "B=2"], ["A", "B"]) == {"A": 1.5, "B": 2.0}
+    assert parse_thresholds(["3"], ["A", "B"]) == {"A": 3.0, "B": 3.0}
+    with pytest.raises(ValueError, match="env 'C' is not compared"):
+        parse_thresholds(["C=1"], ["A"])
+    with pytest.raises(ValueError, match="expected ENV=NUMBER"):
+        parse_thresholds(["A=x"], ["A"])
+
+
+def test_default_thresholds_come_from_data_then_gymnasium():
+    t = compare.load_thresholds(["CartPole-v1", "HalfCheetah-v5", "Pendulum-v1", "Acrobot-v1"],
+                                {"HalfCheetah-v5": 10.0})
+    assert t["CartPole-v1"] == 475.0 and t["HalfCheetah-v5"] == 10.0
+    assert t["Acrobot-v1"] == gym.spec("Acrobot-v1").reward_threshold
+    assert "Pendulum-v1" not in t  # none anywhere
+
+
+# --- runs, resume, failures ---------------------------------------------------------------------
+
+
+def _spec(**kw) -> RunSpec:
+    base = dict(algo="a2c", env_id="CartPole-v1", seed=0, timesteps=256, grid=(128, 256),
+                eval_episodes=2)
+    return RunSpec(**{**base, **kw})
+
+
+def test_one_run_writes_a_row_per_evaluation_point_and_a_done_marker(tmp_path):
+    spec = _spec()
+    done = compare.run_one(spec, tmp_path / "r")
+    rows = read_results(tmp_path / "r" / "evals.csv")
+    assert [r["timesteps"] for r in rows] == [128, 256]  # classic config: 8 envs x 16 steps
+    assert all(r["algo"] == "a2c" and r["seed"] == 0 for r in rows)
+    assert rows[1]["wall_seconds"] > rows[0]["wall_seconds"] > 0
+    assert json.loads((tmp_path / "r" / "done.json").read_text())["spec"] == spec.comparable()
+    assert done["timesteps"] == 256 and done["notes"] == []
+
+
+def test_our_runs_are_evaluated_like_the_trainers_final_evaluation(tmp_path):
+    # The last point's evaluation is the trainer's own (same function, episodes and seed).
+    compare.run_one(_spec(algo="acktr"), tmp_path / "r")
+    summary = json.loads((tmp_path / "r" / "train" / "summary.json").read_text())
+    last = read_results(tmp_path / "r" / "evals.csv")[-1]
+    assert last["eval_return_mean"] == summary["final_return_mean"]
+    assert summary["eval_episodes"] == 2
+
+
+def test_linear_kfac_schedule_is_run_constant_and_noted(tmp_path):
+    done = compare.run_one(_spec(algo="acktr", grid=(256,)), tmp_path / "r")
+    assert done["notes"] == [compare.LINEAR_NOTE]
+    cfg = (tmp_path / "r" / "train" / "config.yaml").read_text()
+    assert "lr_schedule: constant" in cfg
+
+
+def _finish(out: Path, spec: RunSpec) -> None:
+    run_dir = out / "runs" / spec.key
+    run_dir.mkdir(parents=True)
+    write_results(_rows(spec.algo, spec.env_id, spec.seed, [(g, 1.0) for g in spec.grid]),
+                  run_dir / "evals.csv")
+    (run_dir / "done.json").write_text(json.dumps({"spec": spec.comparable(), "notes": []}))
+
+
+def test_finished_runs_are_skipped_and_other_settings_are_an_error(tmp_path):
+    spec = _spec()
+    _finish(tmp_path, spec)
+    started = []
+    outcomes = compare.execute([spec], tmp_path, jobs=2, log=started.append)
+    assert [o.status for o in outcomes] == ["skipped"]
+    assert not any(m.startswith("started") for m in started)
+    assert run_status(dataclasses.replace(spec, threads=4), tmp_path / "runs" / spec.key) == "done"
+    with pytest.raises(ValueError, match="other settings.*timesteps: 256 then, 512 now"):
+        run_status(dataclasses.replace(spec, timesteps=512), tmp_path / "runs" / spec.key)
+
+
+def test_report_from_finished_runs(tmp_path):
+    specs = [_spec(seed=0), _spec(seed=1), _spec(algo="trpo", seed=0), _spec(algo="acktr")]
+    for spec in specs[:3]:
+        _finish(tmp_path, spec)
+    failed = compare.Outcome(specs[3], "failed", "exit code 1; log x\nTraceback")
+    compare.write_report(tmp_path, specs, {"CartPole-v1": {"a2c": "configs/classic.yaml"}},
+                         {"CartPole-v1": 1.0}, [failed])
+    rows = read_results(tmp_path / "results.csv")
+    assert len(rows) == 6 and {r["algo"] for r in rows} == {"a2c", "trpo"}
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| a2c | 2 | 1.0 +- 0.0 |" in summary and "configs/classic.yaml" in summary
+    assert "`CartPole-v1/acktr/seed0`: failed, exit code 1; log x" in summary
+    assert (tmp_path / "curves_CartPole-v1.png").stat().st_size > 0
+
+
+@pytest.mark.medium
+def test_a_failing_run_is_reported_and_the_others_finish(tmp_path):
+    good, bad = _spec(), _spec(seed=1, overrides=("kfac.lr=-1",))
+    messages = []
+    outcomes = {o.spec.seed: o for o in compare.execute([bad, good], tmp_path, 2,
+                                                        messages.append)}
+    assert outcomes[0].status == "done"
+    assert outcomes[1].status == "failed" and "kfac.lr: invalid value -1" in outcomes[1].detail
+    assert any(m.startswith("FAILED CartPole-v1/a2c/seed1") for m in messages)
+
+
+@pytest.mark.medium
+def test_compare_smoke_then_rerun_skips_finished_and_redoes_unfinished(tmp_path):
+    s = _settings(tmp_path, algos=["acktr", "a2c", "sb3-a2c", "trpo"], timesteps=1024,
+                  jobs=2, command="test")
+    assert compare.run_compare(s, log=lambda m: None) == 0
+    rows = read_results(s.out / "results.csv")
+    assert {r["algo"] for r in rows} == set(ALGOS)
+    assert all(math.isfinite(r["eval_return_mean"]) for r in rows)
+    # Every algorithm is evaluated at the first update boundary at or past 512 and 1024.
+    per_algo = {a: [r["timesteps"] for r in rows if r["algo"] == a] for a in ALGOS}
+    assert per_algo["a2c"] == [512, 1024] and per_algo["sb3-a2c"] == [520, 1024]
+    assert per_algo["trpo"] == [1024]  # zoo CartPole TRPO: 2 envs x 512 steps per update
+    first = (s.out / "runs" / "CartPole-v1" / "trpo" / "seed0" / "done.json").stat().st_mtime
+    (s.out / "runs" / "CartPole-v1" / "a2c" / "seed0" / "done.json").unlink()  # unfinished
+    messages = []
+    assert compare.run_compare(s, log=messages.append) == 0
+    assert "skipping 3 finished run(s); 1 to run" in messages
+    assert "started CartPole-v1/a2c/seed0" in messages
+    assert (s.out / "runs" / "CartPole-v1" / "trpo" / "seed0" / "done.json").stat().st_mtime \
+        == first
+    assert len(json.loads((s.out / "compare.json").read_text())["commands"]) == 2
