@@ -206,6 +206,6 @@ def evaluate(
     ``y`` times ``y_scale``; the log-likelihood shifts by ``-log y_scale``)."""
     f = predictive_samples(model, opt, x, n_samples)
     rmse = float(((f.mean(0) - y) ** 2).mean().sqrt()) * y_scale
-    logp = model.log_likelihood(f, y.unsqueeze(0))  # (S, n)
+    logp = model.log_likelihood(f, y.unsqueeze(0)).detach()  # (S, n)
     ll = torch.logsumexp(logp, 0) - math.log(n_samples) - math.log(y_scale)
     return {"rmse": rmse, "loglik": float(ll.mean())}
