@@ -145,6 +145,31 @@ class GraphicalFisher:
             torch.ones(n_v, n_h, dtype=like.dtype, device=like.device),
         )
 
+    def with_fitted_variances(self, mean_u: Tensor, second_u: Tensor) -> GraphicalFisher:
+        """The same regression weights with maximum-likelihood variances for the moments given.
+
+        Fitting only ``D`` for fixed ``B`` sets each conditional variance to the variance of its
+        residual: ``d = diag((I - B) Cov(g) (I - B)^T)`` restricted to the graph's entries.
+        Used to compare the centering trick's *weights* with FANG's, apart from its scale.
+        """
+        n_v = self.n_visible
+        cov = second_u - torch.outer(mean_u, mean_u)
+        lower = torch.eye(len(mean_u), dtype=cov.dtype, device=cov.device) - self.b_uu
+        d_u = ((lower @ cov) * lower).sum(1)
+        e_m = second_u[:n_v, n_v:]
+        var_v, var_h = cov.diagonal()[:n_v, None], cov.diagonal()[None, n_v:]
+        c_v, c_h = e_m * (1 - mean_u[:n_v, None]), e_m * (1 - mean_u[None, n_v:])
+        a, b = self.alpha, self.beta
+        d_m = (
+            e_m * (1 - e_m)
+            - 2 * a * c_v
+            - 2 * b * c_h
+            + a**2 * var_v
+            + b**2 * var_h
+            + 2 * a * b * cov[:n_v, n_v:]
+        )
+        return GraphicalFisher(self.b_uu, d_u, a, b, d_m)
+
     # -- use ------------------------------------------------------------------------------------
     def precondition(self, g_w: Tensor, g_a: Tensor, g_b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The approximate natural gradient ``G^-1 g ~= (I - B)^T D^-1 (I - B) g`` as ``(W, a, b)``.

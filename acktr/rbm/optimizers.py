@@ -151,9 +151,17 @@ class Centered(_Ascent):
 
     def direction(self, stats: Statistics) -> Direction:
         self._update_offsets(stats)
-        return GraphicalFisher.centering(self.offset_v, self.offset_h).precondition(
-            *stats.gradient()
-        )
+        return centered_direction(*stats.gradient(), self.offset_v, self.offset_h)
+
+
+def centered_direction(
+    g_w: Tensor, g_a: Tensor, g_b: Tensor, offset_v: Tensor, offset_h: Tensor
+) -> Direction:
+    """``J J^T g`` for the centered parameterization with offsets ``mu``, ``lam`` (see
+    :class:`Centered`); equal to ``GraphicalFisher.centering(mu, lam).precondition(g)`` (tested),
+    at ``O(n_v n_h)`` cost."""
+    d_w = g_w - torch.outer(offset_v, g_b) - torch.outer(g_a, offset_h)
+    return d_w, g_a - d_w @ offset_h, g_b - d_w.T @ offset_v
 
 
 class FANG(_Ascent):

@@ -134,3 +134,19 @@ def test_fit_errors_name_the_problem():
         GraphicalFisher.fit(torch.zeros(3), torch.eye(3), 3)
     with pytest.raises(torch.linalg.LinAlgError, match="increase damping"):
         GraphicalFisher.fit(torch.zeros(3), torch.zeros(3, 3), 2)
+
+
+def test_fitted_variances_are_the_residual_variances():
+    rbm = random_rbm(N_V, N_H, seed=6)
+    mean, cov = exact_statistics(rbm)
+    mean_u = mean[:N_U]
+    second_u = cov[:N_U, :N_U] + torch.outer(mean_u, mean_u)
+    centering = GraphicalFisher.centering(mean[:N_V], mean[N_V:N_U])
+    fitted = centering.with_fitted_variances(mean_u, second_u)
+    op = centering.residual_operator()
+    torch.testing.assert_close(fitted.variances(), (op @ cov @ op.T).diagonal())
+    # for FANG's own (maximum-likelihood) weights, refitting the variances changes nothing
+    fang = GraphicalFisher.fit(mean_u, second_u, N_V)
+    torch.testing.assert_close(
+        fang.with_fitted_variances(mean_u, second_u).variances(), fang.variances()
+    )
