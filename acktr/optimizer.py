@@ -242,17 +242,22 @@ class KFAC(torch.optim.Optimizer):
         Keys: ``lr``; ``damping``; ``trust_scale`` (``nu``); ``effective_lr`` (``lr * nu``);
         ``approx_kl`` (``lr^2 nu^2 Delta^T grad``, the quantity ``kl_clip`` bounds);
         ``skipped_steps`` (total steps skipped for NaN/Inf gradients); ``skipped_stats``
-        (total curvature updates skipped for NaN/Inf statistics).
+        (total curvature updates skipped for NaN/Inf statistics). Also issues the pending
+        warnings about skipped steps. :meth:`metric_tensors` gives the same without a sync.
         """
         self._report_skipped_steps()
-        out: dict[str, float] = {"damping": self.damping, "skipped_steps": float(self._skipped)}
+        return {k: float(v) for k, v in self.metric_tensors().items()}
+
+    def metric_tensors(self) -> dict[str, Tensor | float]:
+        """The keys of :meth:`metrics`, as 0-dim device tensors (or host floats): no host sync,
+        so a training loop can collect them every step and convert only when it logs."""
+        out: dict[str, Tensor | float] = {"damping": self.damping, "skipped_steps": self._skipped}
         pre = self.preconditioner
-        blocks = list(pre.blocks.values()) + list(pre.diagonal_blocks.values())
-        out["skipped_stats"] = float(sum(int(b.n_skipped) for b in blocks))
+        counts = [b.n_skipped for b in [*pre.blocks.values(), *pre.diagonal_blocks.values()]]
+        out["skipped_stats"] = torch.stack(counts).sum() if counts else 0.0
         if self._last:
             lr = self._last_lr
-            nu = float(self._last["trust_scale"])
-            quad = float(self._last["quad"])
+            nu, quad = self._last["trust_scale"], self._last["quad"]
             out.update(lr=lr, trust_scale=nu, effective_lr=lr * nu, approx_kl=lr**2 * nu**2 * quad)
         return out
 

@@ -36,7 +36,7 @@ from agents.evaluate import evaluate, make_env_from_config
 from agents.policies import make_policy
 from agents.rollout import collect_rollout, obs_to_tensor
 from agents.storage import RolloutStorage
-from agents.updates import make_optimizers, update
+from agents.updates import make_optimizers, metrics_to_floats, update
 from envs import SnapshotUnsupported, VecEnv
 
 
@@ -367,7 +367,7 @@ def _train(
                 if progress.update % cfg.run.log_interval == 0 or (
                     progress.update == cfg.num_updates
                 ):
-                    logger.log(progress.timesteps, _log_row(progress, metrics))
+                    logger.log(progress.timesteps, _log_row(progress, metrics_to_floats(metrics)))
                 every = cfg.run.checkpoint_every
                 if every and progress.update % every == 0:
                     checkpoint()

@@ -1,4 +1,5 @@
-"""One update of ACKTR or A2C from a rollout batch; each returns its metrics as floats.
+"""One update of ACKTR or A2C from a rollout batch; each returns its metrics (see
+:func:`metrics_to_floats`).
 
 ACKTR and A2C share the loss (policy gradient, entropy bonus, value regression) and differ only
 in the optimizer: K-FAC with the trust region (ACKTR, Wu et al. 2017) or RMSprop (A2C).
@@ -166,23 +167,36 @@ def adapt_step_size(opt: acktr.KFAC, kl: float, target_kl: float) -> None:
 
 
 def update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cfg: Config) -> dict:
-    """Dispatch to the update the config describes; returns metrics as floats."""
+    """Dispatch to the update the config describes.
+
+    Returns the metrics as 0-dim device tensors or floats: reading a tensor on the host waits for
+    the device, so the training loop converts them (:func:`metrics_to_floats`) only when it logs.
+    """
     if cfg.algo.algo == "acktr" and cfg.algo.separate_critic:
         return separate_update(policy, opts, batch, cfg)
     return joint_update(policy, opts, batch, cfg)
 
 
+def metrics_to_floats(metrics: dict[str, Tensor | float]) -> dict[str, float]:
+    """Host floats of an update's metrics (one device sync for all of them)."""
+    tensors = {k: v for k, v in metrics.items() if isinstance(v, Tensor)}
+    values = torch.stack([v.detach().double().reshape(()) for v in tensors.values()]).tolist() \
+        if tensors else []
+    out = {k: float(v) for k, v in metrics.items() if not isinstance(v, Tensor)}
+    out.update(zip(tensors, values, strict=True))
+    return {k: out[k] for k in metrics}
+
+
 def _loss_metrics(pg: Tensor, vf: Tensor, ent: Tensor, grad_norm: Tensor | None) -> dict:
-    out = {"policy_loss": float(pg.detach()), "value_loss": float(vf.detach()),
-           "entropy": float(ent.detach())}
+    out = {"policy_loss": pg.detach(), "value_loss": vf.detach(), "entropy": ent.detach()}
     if grad_norm is not None:
-        out["grad_norm"] = float(grad_norm)
+        out["grad_norm"] = grad_norm.detach()
     return out
 
 
 def _optimizer_metrics(opt: torch.optim.Optimizer, prefix: str) -> dict:
     if isinstance(opt, acktr.KFAC):
-        m = opt.metrics()
+        m = opt.metric_tensors()
         keys = ("lr", "effective_lr", "approx_kl", "damping", "trust_scale", "skipped_steps")
         return {f"{prefix}/{k}": m[k] for k in keys if k in m}
     return {f"{prefix}/lr": float(opt.param_groups[0]["lr"])}
