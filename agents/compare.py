@@ -255,7 +255,8 @@ def train_ours(spec: RunSpec, run_dir: Path, on_point: PointFn) -> dict[str, Any
                  summary["final_return_std"], summary["wall_seconds"])
     return {"timesteps": summary["timesteps"], "wall_seconds": summary["wall_seconds"],
             "fps": summary["fps"], "updates": summary["updates"], "device": summary["device"],
-            "batch_size": cfg.batch_size, "notes": notes}
+            "batch_size": cfg.batch_size, "source": f"configs/{family_config(spec.env_id).name}",
+            "notes": notes}
 
 
 def train_sb3(spec: RunSpec, on_point: PointFn) -> dict[str, Any]:
@@ -283,7 +284,7 @@ def train_sb3(spec: RunSpec, on_point: PointFn) -> dict[str, Any]:
                          on_point, cfg.env, device)
     return {**out, "device": device, "batch_size": bspec.n_envs * bspec.algo_kwargs.get(
         "n_steps", 5 if spec.algo == "sb3-a2c" else 2048), "hyperparameters": bspec.to_dict(),
-        "notes": []}
+        "source": bspec.source, "notes": []}
 
 
 def run_one(spec: RunSpec, run_dir: Path) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+ALGO_ORDER = ("acktr", "a2c", "sb3-a2c", "trpo")
 RESULT_FIELDS = ("algo", "env", "seed", "timesteps", "eval_return_mean", "eval_return_std",
                  "wall_seconds")
 
@@ -127,7 +128,8 @@ def summarize(
     rows: Iterable[dict[str, Any]], grid: Sequence[float],
     thresholds: dict[str, float] | None = None,
 ) -> list[AlgoSummary]:
-    """One :class:`AlgoSummary` per (env, algo), sorted by env then algo order of appearance.
+    """One :class:`AlgoSummary` per (env, algo), in env order of appearance, algorithms in
+    :data:`ALGO_ORDER` (others after them, alphabetically).
 
     Args:
         rows: result rows.
@@ -155,7 +157,9 @@ def summarize(
             fps=float(np.mean([s / max(w, 1e-9) for s, w in zip(steps, walls, strict=True)])),
             timesteps=float(np.mean(steps)),
         ))
-    return sorted(out, key=lambda s: s.env)
+    envs = list(dict.fromkeys(s.env for s in out))
+    rank = {a: i for i, a in enumerate(ALGO_ORDER)}
+    return sorted(out, key=lambda s: (envs.index(s.env), rank.get(s.algo, len(rank)), s.algo))
 
 
 def _steps(t: float) -> str:

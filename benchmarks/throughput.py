@@ -22,7 +22,9 @@ the family config; SB3 A2C: n_envs x 5), so compare fps, not time per update, ac
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -111,7 +113,7 @@ class SB3Runner:
             key, _, value = item.partition("=")
             entry[key] = _number(value)
         self.spec = spec_from_entry(algo, env_id, kind, entry, spec.source)
-        family = our_config(RunSpec("a2c", env_id, 0, 1, (1,), 1, device))
+        family = our_config(RunSpec("a2c", env_id, 0, 10**9, (10**9,), 1, device))
         env_cfg, dev = family.env, str(resolve_device(family.run.device))
         self.venv = make_sb3_env(self.spec, kind, 0, env_cfg)
         self.model = make_sb3_model(self.spec, self.venv, 0, dev, 10**9)
@@ -210,18 +212,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     p.add_argument("--set", dest="ours", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for our algorithms, e.g. algo.num_steps=320")
-    p.add_argument("--sb3-set", dest="sb3", action="append", default=[], metavar="KEY=VALUE",
-                   help="hyperparameter override for the baselines, e.g. n_steps=128")
+    p.add_argument("--sb3-set", dest="sb3", action="append", default=[],
+                   metavar="ALGO.KEY=VALUE",
+                   help="hyperparameter override for one baseline, e.g. trpo.n_steps=128")
     args = p.parse_args(argv)
     if args.rounds < 1 or args.num_envs < 1 or args.chunk_steps < 1:
         p.error("--rounds, --num-envs and --chunk-steps must be >= 1")
+    bad = [item for item in args.sb3 if item.split(".", 1)[0] not in ("sb3-a2c", "trpo")]
+    if bad:
+        p.error(f"--sb3-set {bad[0]!r}: expected sb3-a2c.KEY=VALUE or trpo.KEY=VALUE")
     if args.threads:
         torch.set_num_threads(args.threads)
     runners = {}
     for algo in args.algos:
         cls = OurRunner if algo in OUR_ALGOS else SB3Runner
-        runners[algo] = cls(algo, args.env, args.num_envs, args.device,
-                            args.ours if algo in OUR_ALGOS else args.sb3)
+        overrides = args.ours if algo in OUR_ALGOS else [
+            item.split(".", 1)[1] for item in args.sb3 if item.split(".", 1)[0] == algo]
+        runners[algo] = cls(algo, args.env, args.num_envs, args.device, overrides)
     batches = {n: r.batch for n, r in runners.items()}
     print(f"{args.env}, {args.num_envs} envs, torch threads {torch.get_num_threads()}, "
           f"batches {batches}")
@@ -231,8 +238,9 @@ def main(argv: list[str] | None = None) -> None:
         for r in runners.values():
             r.close()
     print()
+    command = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     print(f"Medians over {args.rounds} rounds (command: python -m benchmarks.throughput "
-          f"--env {args.env} --num-envs {args.num_envs} --rounds {args.rounds} ...)")
+          f"{command})")
     print(report(results, batches))
 
 
