@@ -261,7 +261,7 @@ class RNGD(torch.optim.Optimizer):
     Args:
         model: the MLP.
         lr: ``gamma`` (float or callable of the step). Default 0.1.
-        damping: ``epsilon`` added to every block before inversion, > 0. Default 1e-2.
+        damping: ``epsilon`` added to every block before inversion, > 0. Default 0.1.
         weight_decay: L2 coefficient added to the gradient. Default 0.
         inverse_every: ``T``: the relative Fisher and its inverse are recomputed at steps
             ``k % T == 0`` from that step's minibatch. Default 100 (the slides').
@@ -277,7 +277,7 @@ class RNGD(torch.optim.Optimizer):
         self,
         model: nn.Module,
         lr: Schedule = 0.1,
-        damping: float = 1e-2,
+        damping: float = 0.1,
         weight_decay: float = 0.0,
         inverse_every: int = 100,
         activations: Sequence[str] | None = None,

@@ -222,7 +222,7 @@ def plot(results: dict[str, dict[str, object]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     names = list(results)
-    fig, axes = plt.subplots(2, len(names), figsize=(4 * len(names), 6.5), squeeze=False)
+    fig, axes = plt.subplots(2, len(names), figsize=(max(4 * len(names), 7), 6.5), squeeze=False)
     for col, name in enumerate(names):
         res = results[name]
         for key, color in (("sgd", "black"), ("ngd", "tab:red")):
@@ -256,7 +256,7 @@ def main() -> None:
     parser.add_argument("--passes-d", type=float, default=60.0,
                         help="passes over the training set for panel D. Default 60.")
     parser.add_argument("--sgd-lrs", type=float, nargs="+",
-                        default=[0.005, 0.01, 0.02, 0.04, 0.08, 0.16])
+                        default=[0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32])
     parser.add_argument("--ngd-batch", type=int, default=None,
                         help="NGD batch (default 1000; 250 for panel D on digits)")
     parser.add_argument("--ngd-damping", type=float, default=1e-3,
