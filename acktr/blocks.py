@@ -86,6 +86,10 @@ class Decomposition:
     eig: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
     inv: tuple[Tensor, Tensor] | None = None
     error: str | None = None
+    ready_event: torch.cuda.Event | None = None  # set by a side-stream (async CUDA) refresh
+
+    def all_tensors(self) -> list[Tensor]:
+        return [self.pi, *(self.eig or ()), *(self.inv or ())]
 
     def tensors(self) -> dict[str, object]:
         """Plain-data form for state dicts."""

@@ -341,11 +341,7 @@ class KFACPreconditioner:
         else:
             self._install_pending()
             jobs = [(b, b.A.clone(), b.G.clone()) for b in self.blocks.values() if b.recorded]
-
-            def work() -> dict[str, Decomposition]:
-                return {b.name: decompose_factors(a, g, damping, method) for b, a, g in jobs}
-
-            self._pending = self._executor.submit(work)
+            self._pending = self._executor.submit(_decompose_jobs, jobs, damping, method)
             if not all(b.ready for b in self.blocks.values()):
                 self._install_pending()  # nothing to precondition with yet: wait this once
         self._report_skipped_stats()
@@ -356,6 +352,7 @@ class KFACPreconditioner:
         results = self._pending.result()
         self._pending = None
         for name, result in results.items():
+            _use_on_current_stream(result)
             self.blocks[name].install(result)
 
     def _report_skipped_stats(self) -> None:
@@ -412,7 +409,10 @@ class KFACPreconditioner:
         """Everything needed to resume: factors, eigenbases/inverses, counters."""
         pending = None
         if self._pending is not None:  # an in-flight async refresh is part of the state
-            pending = {k: d.tensors() for k, d in self._pending.result().items()}
+            results = self._pending.result()
+            for d in results.values():
+                _use_on_current_stream(d)
+            pending = {k: d.tensors() for k, d in results.items()}
         return {
             "steps": self.steps,
             "reported_skips": self._reported_skips,
@@ -444,3 +444,50 @@ class KFACPreconditioner:
             future: Future = Future()
             future.set_result({k: Decomposition.from_tensors(d) for k, d in pending.items()})
             self._pending = future
+
+
+def _decompose_jobs(
+    jobs: list[tuple[KroneckerBlock, Tensor, Tensor]], damping: float, method: InverseMethod
+) -> dict[str, Decomposition]:
+    """The background refresh: decompose each block's (cloned) factors.
+
+    On CUDA it runs on a side stream, so the eigendecompositions overlap with the training
+    steps that the main stream runs meanwhile (the point of ``async_inverse``); the side stream
+    first waits for the clones, which the main stream made.
+    """
+    if not jobs or jobs[0][1].device.type != "cuda":
+        return {b.name: decompose_factors(a, g, damping, method) for b, a, g in jobs}
+    device = jobs[0][1].device
+    side = _side_stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        out = {}
+        for b, a, g in jobs:
+            a.record_stream(side)
+            g.record_stream(side)
+            out[b.name] = decompose_factors(a, g, damping, method)
+        done = torch.cuda.Event()
+        done.record(side)
+    for d in out.values():
+        d.ready_event = done
+    return out
+
+
+_SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    if device not in _SIDE_STREAMS:
+        _SIDE_STREAMS[device] = torch.cuda.Stream(device)
+    return _SIDE_STREAMS[device]
+
+
+def _use_on_current_stream(result: Decomposition) -> None:
+    """Make the current stream wait for a side-stream result and tell the caching allocator
+    that its tensors are used there (so their memory is not reused too early)."""
+    if result.ready_event is None:
+        return
+    stream = torch.cuda.current_stream(result.pi.device)
+    stream.wait_event(result.ready_event)
+    for t in result.all_tensors():
+        t.record_stream(stream)
