@@ -6,16 +6,21 @@ Public API of the core:
 * :class:`KFACPreconditioner`: K-FAC as a gradient preconditioner for any torch optimizer.
 * :func:`fisher_loss`, :func:`gauss_newton_losses`: losses that record Fisher statistics.
 * :func:`register_layer`: teach K-FAC a new layer type.
+* :class:`ExactNGD`: exact natural gradient for MLPs (Bernacchia et al. 2018).
+* :class:`RNGD`: relative natural gradient (Sun & Nielsen 2017).
+* :mod:`acktr.rbm`: restricted Boltzmann machines with FANG and the centering trick.
 """
 
 from __future__ import annotations
 
 from acktr.blocks import DiagonalBlock, KroneckerBlock
+from acktr.exact_ngd import ExactNGD
 from acktr.layers import Conv2dHelper, LayerHelper, LinearHelper, register_layer
 from acktr.linalg import CurvatureLinAlgError
 from acktr.losses import fisher_loss, gauss_newton_losses
 from acktr.optimizer import KFAC
 from acktr.preconditioner import KFACPreconditioner
+from acktr.rngd import RNGD
 
 __all__ = [
     "KFAC",
@@ -29,6 +34,8 @@ __all__ = [
     "KroneckerBlock",
     "DiagonalBlock",
     "CurvatureLinAlgError",
+    "ExactNGD",
+    "RNGD",
 ]
 
 __version__ = "0.1.0"
