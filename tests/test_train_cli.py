@@ -149,3 +149,41 @@ def test_mujoco_video_gif(tmp_path, monkeypatch, capsys):
     assert rc == 0, err
     length = int(out.split("length ")[-1].split(")")[0])
     assert _gif_frames(gif) == length  # every state but the terminal one
+
+
+def test_compare_help_mentions_every_option(capsys):
+    parser = train._compare_parser()
+    assert train.main(["compare", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in (s for action in parser._actions for s in action.option_strings):
+        assert option in out, option
+    assert "acktr, a2c, sb3-a2c, trpo" in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--algos", "acktr", "ppo"], "unknown algorithm(s) 'ppo'; allowed: acktr, a2c, sb3-a2c, trpo"),
+    (["--env", "CartPol-v1"], "'CartPol-v1'"),
+    (["--threshold", "Pong=3"], "env 'Pong' is not compared"),
+    (["--timesteps", "lots"], "could not parse timesteps 'lots'"),
+    (["--eval-points", "0"], "--eval-points must be >= 1, got 0"),
+], ids=["algo", "env", "threshold", "timesteps", "eval-points"])
+def test_compare_bad_input_is_an_error_before_anything_starts(args, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["compare", "--env", "CartPole-v1", "--out", str(out), *args]
+    if "--env" in args:  # the case's own env replaces CartPole-v1
+        argv = ["compare", "--out", str(out), *args]
+    assert train.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.medium
+def test_compare_runs_and_reports(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["compare", "--env", "CartPole-v1", "--algos", "a2c", "sb3-a2c", "--seeds", "1",
+            "--timesteps", "256", "--eval-points", "2", "--eval-episodes", "1", "--out", str(out)]
+    assert train.main(argv) == 0
+    assert "wrote" in capsys.readouterr().out
+    summary = (out / "summary.md").read_text()
+    assert "python train.py compare --env CartPole-v1 --algos a2c sb3-a2c" in summary
+    assert "| a2c | 1 |" in summary and "| sb3-a2c | 1 |" in summary
