@@ -147,6 +147,8 @@ class KroneckerBlock:
         self.eig: tuple[Tensor, Tensor, Tensor, Tensor] | None = None  # dA, QA, dG, QG
         self.inv: tuple[Tensor, Tensor] | None = None  # A_inv, G_inv
         self.pi = torch.ones((), **kw)
+        self._denominator: Tensor | None = None
+        self._denominator_key: tuple | None = None
         self._reset_pending()
 
     # ----------------------------------------------------------------- statistics
@@ -230,6 +232,7 @@ class KroneckerBlock:
             return False
         kw = {"dtype": self.dtype, "device": self.device}
         self.pi = result.pi.to(**kw)
+        self._denominator_key = None
         self.eig = tuple(t.to(**kw) for t in result.eig) if result.eig else None  # type: ignore
         self.inv = tuple(t.to(**kw) for t in result.inv) if result.inv else None  # type: ignore
         return True
@@ -242,12 +245,21 @@ class KroneckerBlock:
         return self.install(self.decompose(damping, method))
 
     def eigen_denominator(self, damping: float, scheme: DampingScheme) -> Tensor:
-        """The damped eigenvalues of the block, as an ``(out, in [+1])`` matrix."""
+        """The damped eigenvalues of the block, as an ``(out, in [+1])`` matrix.
+
+        Cached until the eigenbasis (:meth:`install`, :meth:`load_state_dict`) or the damping
+        changes: two kernels saved per step."""
+        key = (damping, scheme)
+        if self._denominator_key == key:
+            return self._denominator  # type: ignore[return-value]
         d_a, _, d_g, _ = self.eig  # type: ignore[misc]
         if scheme == "eigen":
-            return torch.outer(d_g, d_a) + damping
-        root = math.sqrt(damping)
-        return torch.outer(d_g + root / self.pi, d_a + self.pi * root)
+            den = torch.outer(d_g, d_a) + damping
+        else:
+            root = math.sqrt(damping)
+            den = torch.outer(d_g + root / self.pi, d_a + self.pi * root)
+        self._denominator, self._denominator_key = den, key
+        return den
 
     def precondition(self, grad: Tensor, damping: float, scheme: DampingScheme) -> Tensor:
         """Return the damped natural gradient ``(F_block + damping)^-1 grad`` as a matrix."""
@@ -315,6 +327,7 @@ class KroneckerBlock:
         self.recorded = bool(state["recorded"])
         self.pi = state["pi"].to(**kw)  # type: ignore[union-attr]
         eig, inv = state.get("eig"), state.get("inv")
+        self._denominator_key = None
         self.eig = tuple(t.to(**kw) for t in eig) if eig is not None else None  # type: ignore
         self.inv = tuple(t.to(**kw) for t in inv) if inv is not None else None  # type: ignore
 

@@ -387,7 +387,7 @@ class KFACPreconditioner:
             if grad is None:
                 continue
             delta = block.precondition(grad, damping, self.damping_scheme)  # type: ignore[arg-type]
-            terms.append((delta * grad).sum())
+            terms.append(torch.dot(delta.reshape(-1), grad.reshape(-1)))
             block.helper.set_grad_matrix(delta)
         for block in self.diagonal_blocks.values():
             p = block.param
