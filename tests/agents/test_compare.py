@@ -306,7 +306,7 @@ def test_compare_smoke_then_rerun_skips_finished_and_redoes_unfinished(tmp_path)
     assert all(math.isfinite(r["eval_return_mean"]) for r in rows)
     # Every algorithm is evaluated at the first update boundary at or past 512 and 1024.
     per_algo = {a: [r["timesteps"] for r in rows if r["algo"] == a] for a in ALGOS}
-    assert per_algo["a2c"] == [512, 1024] and per_algo["sb3-a2c"] == [520, 1024]
+    assert per_algo["a2c"] == [512, 1024] and per_algo["sb3-a2c"] == [520, 1040]  # 8 x 5
     assert per_algo["trpo"] == [1024]  # zoo CartPole TRPO: 2 envs x 512 steps per update
     first = (s.out / "runs" / "CartPole-v1" / "trpo" / "seed0" / "done.json").stat().st_mtime
     (s.out / "runs" / "CartPole-v1" / "a2c" / "seed0" / "done.json").unlink()  # unfinished
