@@ -1,10 +1,35 @@
-"""Where curvature statistics meet across processes: the one reduction K-FAC performs."""
+"""K-FAC across processes (``torch.distributed``): the collectives K-FAC performs.
+
+Data-parallel K-FAC (Ba, Grosse & Martens 2017, REFERENCE section 3) on ``R`` ranks, each with
+its own mini-batch of ``B`` examples:
+
+* gradients are averaged over ranks, as in any data-parallel training: a
+  ``DistributedDataParallel`` model does it during ``backward()``; otherwise call
+  :func:`average_gradients` after the training loss's backward and before ``step()``;
+* every statistics step, each layer's fresh ``(A_new, G_new)`` is averaged over ranks in one
+  all-reduce (:func:`reduce_statistics`) before the moving averages are updated. With equal
+  per-rank batches the average of per-rank means is the mean over the ``R B`` examples, so the
+  factors (and with averaged gradients, the step) equal a single process's with batch ``R B``;
+* eigendecompositions (or inverses) are spread over ranks: each block has one owner, chosen by
+  :func:`assign_owners` to balance the cost ``dim_A^3 + dim_G^3``; owners decompose, then
+  :func:`exchange_decompositions` broadcasts each block's result from its owner, so the inverse
+  cost per rank falls as ranks are added;
+* :func:`check_replicas_in_sync` compares a fingerprint of the parameters across ranks at every
+  refresh and raises if they drifted apart (gradients that were not averaged).
+
+Every function is a no-op in a single process (no process group, or a world of size 1).
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from acktr.blocks import Decomposition, KroneckerBlock
 
 
 def is_distributed() -> bool:
@@ -12,12 +37,20 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def _comm_device(like: torch.device) -> torch.device:
+    """Where a collective's buffer must live: NCCL needs CUDA tensors, gloo takes either."""
+    if dist.get_backend() == "nccl" and like.type != "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return like
+
+
 def reduce_statistics(stats: list[Tensor]) -> list[Tensor]:
     """Average freshly computed curvature statistics over all ranks (no-op in one process).
 
     Called once per statistics step, before the factors' moving averages are updated, with every
     layer's new statistics; they are flattened into one buffer so the reduction is a single
-    collective. Gradients themselves are averaged by the usual data-parallel machinery (DDP).
+    collective. Gradients themselves are averaged by the usual data-parallel machinery (DDP, or
+    :func:`average_gradients`).
     """
     if not stats or not is_distributed():
         return stats
@@ -29,3 +62,238 @@ def reduce_statistics(stats: list[Tensor]) -> list[Tensor]:
         out.append(flat[offset : offset + s.numel()].view_as(s))
         offset += s.numel()
     return out
+
+
+def average_gradients(params: Iterable[Tensor]) -> None:
+    """Average ``.grad`` over all ranks in place, in one all-reduce (no-op in one process).
+
+    What ``DistributedDataParallel`` does during ``backward()``, for models that are not wrapped
+    in it: call it after the training loss's backward and before the optimizer's ``step()``
+    (and before gradient clipping, so every rank clips the same gradient). Parameters without a
+    gradient are skipped; every rank must have gradients for the same parameters.
+    """
+    if not is_distributed():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    by_dtype: dict[tuple[torch.dtype, torch.device], list[Tensor]] = {}
+    for g in grads:
+        by_dtype.setdefault((g.dtype, g.device), []).append(g)
+    world = dist.get_world_size()
+    for group in by_dtype.values():
+        flat = torch.cat([g.reshape(-1) for g in group])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= world
+        offset = 0
+        for g in group:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
+def decomposition_cost(block: KroneckerBlock) -> float:
+    """The cost of refreshing a block, in flops up to a constant: ``dim_A^3 + dim_G^3``."""
+    return float(block.dim_a) ** 3 + float(block.dim_g) ** 3
+
+
+def assign_owners(costs: Mapping[str, float], world_size: int) -> dict[str, int]:
+    """Give each block an owner rank, balancing the total cost per rank.
+
+    Greedy longest-processing-time rule: blocks in decreasing cost (ties by name, so every rank
+    computes the same assignment) each go to the rank with the least cost so far (ties: the
+    lowest rank). Its makespan is at most ``4/3`` of the optimum (Graham 1969).
+
+    Raises:
+        ValueError: if ``world_size < 1``.
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    load = [0.0] * world_size
+    owners: dict[str, int] = {}
+    for name in sorted(costs, key=lambda n: (-costs[n], n)):
+        rank = min(range(world_size), key=lambda r: (load[r], r))
+        owners[name] = rank
+        load[rank] += costs[name]
+    return owners
+
+
+class DecompositionSharding:
+    """Which rank refreshes which block, and the exchange of the results.
+
+    Built once per preconditioner from its blocks (whose shapes never change); all ranks build
+    the same one. ``owned`` lists the blocks this rank decomposes.
+    """
+
+    def __init__(self, blocks: Mapping[str, KroneckerBlock]) -> None:
+        self.world_size = dist.get_world_size()
+        self.rank = dist.get_rank()
+        self.blocks = dict(blocks)
+        self.owners = assign_owners(
+            {n: decomposition_cost(b) for n, b in blocks.items()}, self.world_size
+        )
+        self.owned = [n for n in blocks if self.owners[n] == self.rank]
+
+    def exchange(
+        self, results: Mapping[str, Decomposition | None], method: str
+    ) -> dict[str, Decomposition | None]:
+        """Every block's decomposition, each broadcast from its owner (a collective); see
+        :func:`exchange_decompositions`."""
+        return exchange_decompositions(results, self.blocks, self.owners, method)
+
+
+def update_sharding(
+    current: DecompositionSharding | None, blocks: Mapping[str, KroneckerBlock]
+) -> DecompositionSharding | None:
+    """The sharding to use now: None in one process, else ``current`` (built anew if the
+    process group changed since)."""
+    if not is_distributed():
+        return None
+    if current is None or current.world_size != dist.get_world_size():
+        return DecompositionSharding(blocks)
+    return current
+
+
+def _layout(block: KroneckerBlock, method: str) -> list[tuple[int, ...]]:
+    """Shapes of a decomposition's tensors, in the flat-buffer order: pi, flag, then eig/inv."""
+    a, g = block.dim_a, block.dim_g
+    body = [(a,), (a, a), (g,), (g, g)] if method == "eigen" else [(a, a), (g, g)]
+    return [(), (), *body]
+
+
+def exchange_decompositions(
+    results: Mapping[str, Decomposition | None],
+    blocks: Mapping[str, KroneckerBlock],
+    owners: Mapping[str, int],
+    method: str,
+) -> dict[str, Decomposition | None]:
+    """Broadcast each block's decomposition from its owner: one broadcast per owner rank.
+
+    ``results`` holds this rank's results for the blocks it owns; an owned block missing from
+    it (or None: no statistics yet) is None on every rank. Results for blocks owned by other
+    ranks are ignored. Each owner packs ``(pi, flag, d_A, Q_A, d_G, Q_G)`` (or ``(pi, flag,
+    A_inv, G_inv)``) of all its blocks into one flat buffer in the blocks' dtype and broadcasts
+    it; receivers unpack it. A failed refresh travels as its flag and, after one more
+    collective that happens only when some flag is set (every rank sees the same flags), its
+    message. The result of a block is bitwise the same on every rank.
+    """
+    world = dist.get_world_size()
+    rank = dist.get_rank()
+    out: dict[str, Decomposition | None] = {}
+    failed: dict[str, int] = {}
+    for owner in range(world):
+        names = [n for n in blocks if owners[n] == owner]
+        if not names:
+            continue
+        dtype, device = blocks[names[0]].dtype, blocks[names[0]].device
+        sizes = [[math.prod(s) for s in _layout(blocks[n], method)] for n in names]
+        if owner == rank:
+            parts = []
+            for n in names:
+                parts.extend(_pack(results.get(n), blocks[n], method))
+            buf = torch.cat([p.reshape(-1).to(dtype=dtype, device=device) for p in parts])
+        else:
+            buf = torch.empty(sum(map(sum, sizes)), dtype=dtype, device=device)
+        comm = buf.to(_comm_device(device))
+        dist.broadcast(comm, src=owner)
+        buf = comm.to(device)
+        offset = 0
+        for n, sz in zip(names, sizes, strict=True):
+            chunk = buf[offset : offset + sum(sz)]
+            offset += sum(sz)
+            result = _unpack(chunk, blocks[n], method, sz)
+            out[n] = result
+            if result is not None and result.error is not None:
+                failed[n] = owner
+    if failed:
+        messages = _failure_messages(results, failed, rank)
+        for n in failed:
+            out[n].error = messages[n]  # type: ignore[union-attr]
+    return out
+
+
+_OK, _FAILED, _MISSING = 0.0, 1.0, 2.0
+
+
+def _pack(d: Decomposition | None, block: KroneckerBlock, method: str) -> list[Tensor]:
+    if d is None or d.error is not None:  # placeholders of the right sizes; ignored
+        flag = _MISSING if d is None else _FAILED
+        pi = torch.ones(()) if d is None else d.pi
+        return [pi, torch.tensor(flag), *(torch.zeros(s) for s in _layout(block, method)[2:])]
+    body = d.eig if method == "eigen" else d.inv
+    return [d.pi, torch.tensor(_OK), *body]  # type: ignore[misc]
+
+
+def _unpack(
+    chunk: Tensor, block: KroneckerBlock, method: str, sizes: list[int]
+) -> Decomposition | None:
+    shapes = _layout(block, method)
+    parts, offset = [], 0
+    for shape, size in zip(shapes, sizes, strict=True):
+        parts.append(chunk[offset : offset + size].reshape(shape).clone())
+        offset += size
+    pi, flag, *body = parts
+    if float(flag) == _MISSING:
+        return None
+    if float(flag) == _FAILED:
+        return Decomposition(pi, error="failed")
+    if method == "eigen":
+        return Decomposition(pi, eig=tuple(body))  # type: ignore[arg-type]
+    return Decomposition(pi, inv=tuple(body))  # type: ignore[arg-type]
+
+
+def _failure_messages(
+    results: Mapping[str, Decomposition | None], failed: Mapping[str, int], rank: int
+) -> dict[str, str]:
+    """The error messages of failed refreshes, from their owners (all ranks call this)."""
+    mine = {n: results[n].error for n in failed if failed[n] == rank}  # type: ignore[union-attr]
+    gathered: list[dict | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, mine)
+    messages: dict[str, str] = {}
+    for owner, part in enumerate(gathered):
+        for n, msg in (part or {}).items():
+            messages[n] = f"on rank {owner}: {msg}"
+    return messages
+
+
+def _fingerprint(params: list[Tensor]) -> Tensor:
+    """Two float64 numbers that differ between replicas whose parameters differ: the sum and a
+    position-weighted sum (so that swapped values are caught too)."""
+    total = torch.zeros((), dtype=torch.float64, device=params[0].device)
+    weighted = torch.zeros_like(total)
+    for i, p in enumerate(params):
+        x = p.detach().to(torch.float64).reshape(-1)
+        total = total + x.sum()
+        w = torch.arange(1, x.numel() + 1, dtype=torch.float64, device=x.device) / x.numel()
+        weighted = weighted + (i + 1) * (w * x).sum()
+    return torch.stack([total, weighted])
+
+
+def check_replicas_in_sync(params: Iterable[Tensor], step: int, rtol: float = 1e-6) -> None:
+    """Raise on every rank if the parameters differ across ranks (no-op in one process).
+
+    A cheap check (one all-reduce of 4 numbers) that data-parallel replicas did not drift
+    apart, which happens when gradients are not averaged (neither DDP nor
+    :func:`average_gradients`). K-FAC runs it at every refresh.
+
+    Raises:
+        RuntimeError: on every rank, naming the step, when the fingerprints differ by more than
+            ``rtol`` (relative; default 1e-6).
+    """
+    if not is_distributed():
+        return
+    params = [p for p in params]
+    if not params:
+        return
+    f = _fingerprint(params)
+    both = torch.cat([f, -f]).to(_comm_device(f.device))
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    high, low = both[:2], -both[2:]
+    spread = float((high - low).abs().max())
+    scale = float(torch.maximum(high.abs(), low.abs()).max()) or 1.0
+    if spread > rtol * scale:
+        raise RuntimeError(
+            f"K-FAC step {step}: the parameters differ across the {dist.get_world_size()} ranks "
+            f"(relative spread {spread / scale:.3g}): gradients were not averaged. Wrap the model "
+            "in torch.nn.parallel.DistributedDataParallel, or call "
+            "acktr.distributed.average_gradients(model.parameters()) after backward()"
+        )

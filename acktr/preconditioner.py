@@ -41,7 +41,12 @@ from acktr.blocks import (
     KroneckerBlock,
     decompose_factors,
 )
-from acktr.distributed import reduce_statistics
+from acktr.distributed import (
+    DecompositionSharding,
+    check_replicas_in_sync,
+    reduce_statistics,
+    update_sharding,
+)
 from acktr.layers import helper_for, registered_types
 from acktr.schedules import (
     Schedule,
@@ -144,6 +149,7 @@ class KFACPreconditioner:
         self._reported_skips = 0
         self._executor = ThreadPoolExecutor(1, "kfac-inverse") if async_inverse else None
         self._pending: Future | None = None
+        self._sharding: DecompositionSharding | None = None  # set at refresh when distributed
 
     # ------------------------------------------------------------------ registration
     def _register(self, model: nn.Module, exclude: Iterable[nn.Module | str]) -> None:
@@ -332,15 +338,26 @@ class KFACPreconditioner:
 
         Synchronous by default; with ``async_inverse`` install the previous refresh's result
         and start the next decomposition in the background (waiting only the first time).
+        Under ``torch.distributed`` (world size > 1) each rank decomposes only the blocks it
+        owns and the results are broadcast from their owners (:mod:`acktr.distributed`; with
+        ``async_inverse`` at the next refresh); it first checks the replicas' parameters agree.
         """
         damping = check_positive("damping", self.damping, self.steps)
         method = self.inverse_method
-        if self._executor is None:
+        sharding = self._sharding = update_sharding(self._sharding, self.blocks)
+        if sharding is not None:
+            check_replicas_in_sync(self._params(), self.steps)
+        owned = self.blocks if sharding is None else {n: self.blocks[n] for n in sharding.owned}
+        if self._executor is None and sharding is None:
             for block in self.blocks.values():
                 block.refresh(damping, self.damping_scheme, method)  # type: ignore[arg-type]
+        elif self._executor is None:
+            mine = {n: b.decompose(damping, method) for n, b in owned.items()}  # type: ignore
+            for name, result in sharding.exchange(mine, method).items():  # type: ignore[union-attr]
+                self.blocks[name].install(result)
         else:
             self._install_pending()
-            jobs = [(b, b.A.clone(), b.G.clone()) for b in self.blocks.values() if b.recorded]
+            jobs = [(b, b.A.clone(), b.G.clone()) for b in owned.values() if b.recorded]
             self._pending = self._executor.submit(_decompose_jobs, jobs, damping, method)
             if not all(b.ready for b in self.blocks.values()):
                 self._install_pending()  # nothing to precondition with yet: wait this once
@@ -351,9 +368,20 @@ class KFACPreconditioner:
             return
         results = self._pending.result()
         self._pending = None
-        for name, result in results.items():
+        for result in results.values():
             _use_on_current_stream(result)
+        for name, result in self._shared(results).items():
             self.blocks[name].install(result)
+
+    def _shared(self, results: dict[str, Decomposition]) -> dict[str, Decomposition | None]:
+        """Distributed: every block's result from its owner (a collective); else ``results``."""
+        if self._sharding is None:
+            return dict(results)
+        return self._sharding.exchange(results, self.inverse_method)
+
+    def _params(self) -> list[Tensor]:
+        params = [p for b in self.blocks.values() for p in b.helper.params()]
+        return params + [b.param for b in self.diagonal_blocks.values()]
 
     def _report_skipped_stats(self) -> None:
         blocks = list(self.blocks.values()) + list(self.diagonal_blocks.values())
@@ -406,13 +434,18 @@ class KFACPreconditioner:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, object]:
-        """Everything needed to resume: factors, eigenbases/inverses, counters."""
+        """Everything needed to resume: factors, eigenbases/inverses, counters.
+
+        Under ``torch.distributed`` with ``async_inverse`` it gathers the in-flight refresh
+        from every rank, so it is a collective: call it on every rank.
+        """
         pending = None
         if self._pending is not None:  # an in-flight async refresh is part of the state
             results = self._pending.result()
             for d in results.values():
                 _use_on_current_stream(d)
-            pending = {k: d.tensors() for k, d in results.items()}
+            shared = self._shared(results)
+            pending = {k: d.tensors() for k, d in shared.items() if d is not None}
         return {
             "steps": self.steps,
             "reported_skips": self._reported_skips,
