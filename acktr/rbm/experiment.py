@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,11 @@ from acktr.rbm.optimizers import FANG, SGD, Centered
 from acktr.rbm.pcd import PersistentChains, likelihood_gradient
 
 OPTIMIZERS = {"sgd": SGD, "centered": Centered, "fang": FANG}
-DEFAULT_LRS = {"sgd": (0.03, 0.1, 0.3), "centered": (0.03, 0.1, 0.3), "fang": (0.01, 0.03, 0.1)}
+DEFAULT_LRS = {
+    "sgd": (0.03, 0.1, 0.3, 1.0),
+    "centered": (0.03, 0.1, 0.3, 1.0),
+    "fang": (0.01, 0.03, 0.1, 0.3),
+}
 """Learning rates swept per optimizer (FANG's are in units of the moments, see its docstring)."""
 
 
@@ -51,6 +56,18 @@ class Config:
     ais_betas: int = 1000
     ais_betas_final: int = 3000
     seed: int = 0
+    lr_decay: str = "linear"
+    fang_damping: float = 0.1
+
+    def schedule(self, lr: float):
+        """``lr`` constant, or decayed linearly to 0 at the last iteration."""
+        if self.lr_decay == "none":
+            return lr
+        return lambda step: lr * (1.0 - step / self.iters)
+
+    def make_optimizer(self, method: str, rbm: RBM, lr: float):
+        kwargs = {"damping": self.fang_damping} if method == "fang" else {}
+        return OPTIMIZERS[method](rbm, lr=self.schedule(lr), **kwargs)
 
 
 @dataclass
@@ -137,7 +154,7 @@ def initial_state(split: Split, n_hidden: int, cfg: Config) -> tuple[RBM, Persis
 def train_run(method: str, lr: float, split: Split, n_hidden: int, cfg: Config) -> Run:
     """Train one RBM; same seed -> same initialization, minibatches and chain start for all."""
     rbm, chains = initial_state(split, n_hidden, cfg)
-    opt = OPTIMIZERS[method](rbm, lr=lr)
+    opt = cfg.make_optimizer(method, rbm, lr)
     eval_gen = torch.Generator().manual_seed(cfg.seed + 1)
     batches = torch.Generator().manual_seed(cfg.seed + 2)
     run = Run(method, lr)
@@ -180,7 +197,7 @@ def time_per_iteration(
     for method in OPTIMIZERS:
         rbm = RBM(n_visible, n_hidden, generator=torch.Generator().manual_seed(0))
         chains = PersistentChains(n_visible, cfg.n_chains, cfg.gibbs_steps, generator=gen)
-        setups[method] = (rbm, chains, OPTIMIZERS[method](rbm, lr=1e-3))
+        setups[method] = (rbm, chains, cfg.make_optimizer(method, rbm, 1e-3))
     times: dict[str, list[float]] = {m: [] for m in OPTIMIZERS}
     for _ in range(rounds):
         for method, (rbm, chains, opt) in setups.items():
@@ -286,8 +303,10 @@ def markdown(
     lines.append(
         f"Data: {split.name}, binarized at 0.5; {len(split.train)} train / {len(split.valid)} "
         f"validation / {len(split.test)} test. {cfg.iters} iterations, batch {cfg.batch_size}, "
-        f"PCD with {cfg.n_chains} chains x {cfg.gibbs_steps} Gibbs sweep(s), no momentum, seed "
-        f"{cfg.seed}. Learning rate chosen per optimizer by final validation log-likelihood (*)."
+        f"PCD with {cfg.n_chains} chains x {cfg.gibbs_steps} Gibbs sweep(s), no momentum, "
+        f"learning rate decay: {cfg.lr_decay}, FANG damping {cfg.fang_damping:g} (refit every "
+        f"100 iterations, statistics every 10), seed {cfg.seed}. Learning rate chosen per "
+        "optimizer by final validation log-likelihood (*)."
     )
     for n_hidden, runs in results.items():
         exact = min(split.train.shape[1], n_hidden) <= MAX_ENUMERATED_UNITS
@@ -356,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--ais-betas", type=int, default=Config.ais_betas)
     parser.add_argument("--ais-betas-final", type=int, default=Config.ais_betas_final)
     parser.add_argument("--seed", type=int, default=Config.seed)
+    parser.add_argument("--lr-decay", choices=("linear", "none"), default=Config.lr_decay)
+    parser.add_argument("--fang-damping", type=float, default=Config.fang_damping)
     for method, lrs in DEFAULT_LRS.items():
         parser.add_argument(f"--{method}-lrs", type=float, nargs="+", default=list(lrs))
     parser.add_argument(
@@ -364,9 +385,13 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--no-timing", action="store_true", help="skip the cost benchmark")
     parser.add_argument("--no-kl", action="store_true", help="skip the exact-Fisher KL table")
     parser.add_argument(
-        "--out", default="docs", help="writes OUT/img/rbm_<data>.png and OUT/rbm_<data>_results.md"
+        "--out",
+        default="docs",
+        help="writes OUT/img/rbm_<data><tag>.png, OUT/rbm_<data><tag>_results.md",
     )
+    parser.add_argument("--tag", default="", help="suffix of the output file names")
     parser.add_argument("--threads", type=int, default=1)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     for name in ("iters", "batch_size", "chains", "gibbs_steps", "evals", "ais_chains", "threads"):
         if getattr(args, name) < 1:
@@ -384,6 +409,8 @@ def main(argv: Sequence[str] | None = None) -> str:
         args.ais_betas,
         args.ais_betas_final,
         args.seed,
+        args.lr_decay,
+        args.fang_damping,
     )
     split = load_binary(args.mnist, seed=args.seed)
     hidden = args.hidden or ([500] if args.mnist else [16, 100])
@@ -409,14 +436,14 @@ def main(argv: Sequence[str] | None = None) -> str:
         if sgd is not None:
             kl = fisher_kl(sgd.model)
     out = Path(args.out)
-    png = out / "img" / f"rbm_{split.name}.png"
+    png = out / "img" / f"rbm_{split.name}{args.tag}.png"
     plot(results, split.name, png)
     command = "OMP_NUM_THREADS=1 python -m acktr.rbm.experiment" + (
         " " + " ".join(argv) if argv else ""
     )
     report = markdown(split, results, cfg, timing, tuple(args.timing_size), kl, command)
     report += f"\nPlot: `{png}`\n"
-    (out / f"rbm_{split.name}_results.md").write_text(report)
+    (out / f"rbm_{split.name}{args.tag}_results.md").write_text(report)
     print(report)
     return report
 

@@ -48,19 +48,28 @@ class GraphicalFisher:
     """A directed Gaussian graphical model over ``g = (v, h, vec(v h^T))``; see the module doc.
 
     Attributes:
-        b_uu: ``(n_u, n_u)`` strictly lower-triangular regression weights of each first-order
-            statistic on its predecessors (``n_u = n_v + n_h``, order ``(v, h)``).
+        l_u: ``(n_u, n_u)`` unit lower-triangular ``(I - B_uu)^-1``, where ``B_uu`` holds the
+            regression weights of each first-order statistic on its predecessors
+            (``n_u = n_v + n_h``, order ``(v, h)``); stored this way so that a refit is one
+            Cholesky factorization and applying ``I - B_uu`` is a triangular solve.
         d_u: ``(n_u,)`` conditional variances of the first-order statistics.
         alpha: ``(n_v, n_h)`` weight of ``v_i`` in the regression of ``m_ij``.
         beta: ``(n_v, n_h)`` weight of ``h_j`` in the regression of ``m_ij``.
         d_m: ``(n_v, n_h)`` conditional variances of the ``m_ij``.
     """
 
-    b_uu: Tensor
+    l_u: Tensor
     d_u: Tensor
     alpha: Tensor
     beta: Tensor
     d_m: Tensor
+
+    @property
+    def b_uu(self) -> Tensor:
+        """The first-order regression weights ``B_uu = I - l_u^-1`` (dense; for tests)."""
+        eye = torch.eye(len(self.l_u), dtype=self.l_u.dtype, device=self.l_u.device)
+        inv = torch.linalg.solve_triangular(self.l_u, eye, upper=False, unitriangular=True)
+        return (eye - inv).tril(-1)
 
     @property
     def n_visible(self) -> int:
@@ -108,8 +117,6 @@ class GraphicalFisher:
                 "increase damping"
             )
         c = chol.diagonal()
-        l_inv = torch.linalg.solve_triangular(chol / c, eye, upper=False, unitriangular=True)
-        b_uu = (eye - l_inv).tril(-1)
         # Regressions of m_ij on (v_i, h_j).
         mv, mh = mean_u[:n_visible], mean_u[n_visible:]
         e_m = second_u[:n_visible, n_visible:]  # E[v_i h_j]
@@ -125,7 +132,7 @@ class GraphicalFisher:
         d_m = (var_m - alpha * c_v - beta * c_h).clamp_min(
             max(damping, torch.finfo(cov.dtype).tiny)
         )
-        return cls(b_uu, c**2, alpha, beta, d_m)
+        return cls(chol / c, c**2, alpha, beta, d_m)
 
     @classmethod
     def centering(cls, offset_v: Tensor, offset_h: Tensor) -> GraphicalFisher:
@@ -138,7 +145,7 @@ class GraphicalFisher:
         n_v, n_h = offset_v.shape[0], offset_h.shape[0]
         like = offset_v
         return cls(
-            torch.zeros(n_v + n_h, n_v + n_h, dtype=like.dtype, device=like.device),
+            torch.eye(n_v + n_h, dtype=like.dtype, device=like.device),
             torch.ones(n_v + n_h, dtype=like.dtype, device=like.device),
             offset_h[None, :].expand(n_v, n_h).clone(),
             offset_v[:, None].expand(n_v, n_h).clone(),
@@ -168,22 +175,28 @@ class GraphicalFisher:
             + b**2 * var_h
             + 2 * a * b * cov[:n_v, n_v:]
         )
-        return GraphicalFisher(self.b_uu, d_u, a, b, d_m)
+        return GraphicalFisher(self.l_u, d_u, a, b, d_m)
 
     # -- use ------------------------------------------------------------------------------------
     def precondition(self, g_w: Tensor, g_a: Tensor, g_b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The approximate natural gradient ``G^-1 g ~= (I - B)^T D^-1 (I - B) g`` as ``(W, a, b)``.
 
-        Cost: one ``(n_u x n_u)`` triangular product each way plus ``O(n_v n_h)`` elementwise.
+        Cost: one ``(n_u x n_u)`` triangular solve each way plus ``O(n_v n_h)`` elementwise.
         """
         n_v = self.n_visible
         g_u = torch.cat([g_a, g_b])
-        r_u = g_u - self.b_uu @ g_u
+        r_u = self._solve(g_u, transpose=False)
         r_m = g_w - self.alpha * g_a[:, None] - self.beta * g_b[None, :]
         s_u, s_m = r_u / self.d_u, r_m / self.d_m
-        out_u = s_u - self.b_uu.T @ s_u
+        out_u = self._solve(s_u, transpose=True)
         out_u = out_u - torch.cat([(self.alpha * s_m).sum(1), (self.beta * s_m).sum(0)])
         return s_m, out_u[:n_v], out_u[n_v:]
+
+    def _solve(self, x: Tensor, transpose: bool) -> Tensor:
+        # (I - B_uu) x = l_u^-1 x, and (I - B_uu)^T x = l_u^-T x
+        mat = self.l_u.T if transpose else self.l_u
+        out = torch.linalg.solve_triangular(mat, x[:, None], upper=transpose, unitriangular=True)
+        return out[:, 0]
 
     def residual_operator(self) -> Tensor:
         """Dense ``I - B`` in the order ``(a, b, vec(W))`` (for tests and small comparisons)."""

@@ -186,7 +186,8 @@ class FANG(_Ascent):
         lr: learning rate (float or callable of the iteration). Default 0.05.
         momentum: heavy-ball momentum in ``[0, 1)``. Default 0.
         damping: added to every variance before fitting (the model approximates
-            ``G + damping * I``); > 0. Default 0.01.
+            ``G + damping * I``); > 0. Default 0.1 (0.01 diverged on digits at 64 x 100 with
+            PCD noise, see ``docs/rbm.md``; the variances themselves are at most 0.25).
         refit_every: iterations between refits. Default 100 (the slides' "every ~100 iterations").
         stats_every: iterations between samples of the statistics. Default 10.
     """
@@ -196,7 +197,7 @@ class FANG(_Ascent):
         rbm: RBM,
         lr: Schedule = 0.05,
         momentum: float = 0.0,
-        damping: float = 0.01,
+        damping: float = 0.1,
         refit_every: int = 100,
         stats_every: int = 10,
     ) -> None:

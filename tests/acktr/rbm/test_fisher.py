@@ -89,7 +89,7 @@ def test_fang_is_closer_to_the_fisher_than_centering_and_the_diagonal():
     for seed in range(3):
         noise = 0.05 * torch.randn(N_V, N_H, generator=torch.Generator().manual_seed(seed))
         other = GraphicalFisher(
-            fisher.b_uu, fisher.d_u, fisher.alpha + noise, fisher.beta, fisher.d_m
+            fisher.l_u, fisher.d_u, fisher.alpha + noise, fisher.beta, fisher.d_m
         )
         assert gaussian_kl(cov, other.covariance()) > kl_fang
 
