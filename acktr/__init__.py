@@ -8,6 +8,8 @@ Public API of the core:
 * :func:`register_layer`: teach K-FAC a new layer type.
 * :class:`ExactNGD`: exact natural gradient for MLPs (Bernacchia et al. 2018).
 * :class:`RNGD`: relative natural gradient (Sun & Nielsen 2017).
+* :class:`NoisyAdam`, :class:`NoisyKFAC`, :class:`BayesByBackprop`: variational Bayesian
+  networks trained by noisy natural gradient (Zhang, Sun, Duvenaud & Grosse 2018).
 * :mod:`acktr.rbm`: restricted Boltzmann machines with FANG and the centering trick.
 """
 
@@ -18,6 +20,7 @@ from acktr.exact_ngd import ExactNGD
 from acktr.layers import Conv2dHelper, LayerHelper, LinearHelper, register_layer
 from acktr.linalg import CurvatureLinAlgError
 from acktr.losses import fisher_loss, gauss_newton_losses
+from acktr.noisy import BayesByBackprop, NoisyAdam, NoisyKFAC
 from acktr.optimizer import KFAC
 from acktr.preconditioner import KFACPreconditioner
 from acktr.rngd import RNGD
@@ -36,6 +39,9 @@ __all__ = [
     "CurvatureLinAlgError",
     "ExactNGD",
     "RNGD",
+    "NoisyAdam",
+    "NoisyKFAC",
+    "BayesByBackprop",
 ]
 
 __version__ = "0.1.0"
