@@ -11,7 +11,15 @@ from torch import Tensor, nn
 
 from acktr.blocks import DampingScheme, InverseMethod
 from acktr.preconditioner import Fallback, KFACPreconditioner, LossReduction
-from acktr.schedules import Schedule, check_decay, check_non_negative, check_positive, resolve
+from acktr.schedules import (
+    Schedule,
+    check_choice,
+    check_decay,
+    check_non_negative,
+    check_positive,
+    resolve,
+)
+from acktr.tridiagonal import STRUCTURES, Structure, TridiagonalKFACPreconditioner
 
 
 class KFAC(torch.optim.Optimizer):
@@ -48,8 +56,9 @@ class KFAC(torch.optim.Optimizer):
             no trust region). Default None; ACKTR uses 0.001.
         stats_every: record statistics every this many steps. Default 1.
         inverse_every: refresh eigendecompositions every this many steps. Default 10.
-        damping_scheme: ``"eigen"`` or ``"tikhonov"`` (see :mod:`acktr.blocks`). Default
-            ``"eigen"``.
+        damping_scheme: ``"eigen"`` or ``"tikhonov"`` (see :mod:`acktr.blocks`). Default None:
+            ``"eigen"`` for the block-diagonal structure, ``"tikhonov"`` (the only scheme it
+            supports) for the block-tridiagonal one.
         inverse_method: ``"eigen"`` or ``"inverse"``. Default ``"eigen"``.
         cold_start_steps: the first this many steps are plain momentum SGD (statistics are
             still recorded). Default 0; ACKTR uses 10.
@@ -62,6 +71,9 @@ class KFAC(torch.optim.Optimizer):
             (stale by exactly one refresh; deterministic). Default False.
         stats_batch_size: examples per statistics batch used for the factors (a random subset;
             None: all). Default None.
+        structure: ``"block_diagonal"`` (default: independent layers, :class:`KFACPreconditioner`)
+            or ``"block_tridiagonal"`` (the chain model between layers, Martens & Grosse 2015
+            section 4.3, for MLPs: :class:`acktr.tridiagonal.TridiagonalKFACPreconditioner`).
     """
 
     def __init__(
@@ -75,7 +87,7 @@ class KFAC(torch.optim.Optimizer):
         kl_clip: Schedule | None = None,
         stats_every: int = 1,
         inverse_every: int = 10,
-        damping_scheme: DampingScheme = "eigen",
+        damping_scheme: DampingScheme | None = None,
         inverse_method: InverseMethod = "eigen",
         cold_start_steps: int = 0,
         cold_start_lr: Schedule | None = None,
@@ -84,6 +96,7 @@ class KFAC(torch.optim.Optimizer):
         exclude: Iterable[nn.Module | str] = (),
         async_inverse: bool = False,
         stats_batch_size: int | None = None,
+        structure: Structure = "block_diagonal",
     ) -> None:
         check_positive("lr", lr)
         check_decay("momentum", momentum)
@@ -96,7 +109,12 @@ class KFAC(torch.optim.Optimizer):
             cold_start_steps < 0
         ):
             raise ValueError(f"cold_start_steps must be an integer >= 0, got {cold_start_steps!r}")
-        self.preconditioner = KFACPreconditioner(
+        check_choice("structure", structure, STRUCTURES)
+        tridiagonal = structure == "block_tridiagonal"
+        if damping_scheme is None:
+            damping_scheme = "tikhonov" if tridiagonal else "eigen"
+        preconditioner = TridiagonalKFACPreconditioner if tridiagonal else KFACPreconditioner
+        self.preconditioner = preconditioner(
             model,
             damping=damping,
             stat_decay=stat_decay,

@@ -1,0 +1,576 @@
+"""Block-tridiagonal K-FAC: the chain model between layers (Martens & Grosse 2015, section 4.3).
+
+Notation of the paper: layer ``i`` (``i = 1..l``) computes ``s_i = W_i a_bar_{i-1}``, its
+output derivative is ``g_i``, and the Kronecker-factored Fisher has blocks
+
+    F~_{i,j} = A_{i-1,j-1} (x) G_{i,j},  A_{i,j} = E[a_bar_i a_bar_j^T],  G_{i,j} = E[g_i g_j^T].
+
+Block-diagonal K-FAC keeps only ``F~_{i,i}``. The block-tridiagonal approximation ``F^`` keeps
+``F~`` on the diagonal and first off-diagonal blocks and assumes that ``F^^-1`` is
+block-tridiagonal: the layers' gradients ``w_i = vec(DW_i)`` form a linear-Gaussian chain
+(a directed model running backwards from the last layer, section 4.3),
+
+    w_i = Psi_{i,i+1} w_{i+1} + eps_i,   eps_i ~ N(0, Sigma_{i|i+1}),   w_l ~ N(0, Sigma_l),
+    Psi_{i,i+1} = F~_{i,i+1} F~_{i+1,i+1}^-1 = Psi^A_{i-1,i} (x) Psi^G_{i,i+1},
+    Psi^A_{i-1,i} = A_{i-1,i} A_{i,i}^-1,   Psi^G_{i,i+1} = G_{i,i+1} G_{i+1,i+1}^-1,
+    Sigma_{i|i+1} = F~_{i,i} - Psi_{i,i+1} F~_{i+1,i+1} Psi_{i,i+1}^T
+                  = A_{i-1,i-1} (x) G_{i,i} - Psi^A A_{i,i} Psi^A^T (x) Psi^G G_{i+1,i+1} Psi^G^T,
+    Sigma_l = F~_{l,l},
+
+so that ``F^^-1 = Xi^T Lambda Xi`` with ``Xi`` the block-upper-bidiagonal matrix with identities
+on the diagonal and ``-Psi_{i,i+1}`` above it, and ``Lambda = diag(Sigma_{1|2}^-1, ...,
+Sigma_{l-1|l}^-1, Sigma_l^-1)``. ``Sigma_{i|i+1}`` is a difference of two Kronecker products; it
+is inverted with the eigen trick of appendix B: with ``K_1^T A K_1 = I``, ``K_1^T C K_1 =
+diag(s_1)`` (and ``K_2, s_2`` for ``B, D``),
+
+    (A (x) B - C (x) D)^-1 = (K_1 (x) K_2) (I - diag(s_1) (x) diag(s_2))^-1 (K_1 (x) K_2)^T.
+
+Damping (section 6.3): factored Tikhonov damping is applied to the *diagonal* factors only,
+``A_{i-1,i-1} + pi_i sqrt(lambda) I`` and ``G_{i,i} + sqrt(lambda) / pi_i I`` with
+``pi_i = sqrt((tr A / dim A) / (tr G / dim G))``, everywhere they appear (in ``Psi`` and
+``Sigma`` too); the cross factors are left as they are. The result is the exact block-tridiagonal
+approximation of the damped matrix ``F~_damped`` (diagonal blocks damped).
+
+Code conventions are those of :mod:`acktr.blocks`: a layer's gradient is the matrix
+``V = [dW | db]`` of shape ``(out, in [+1])``, dense matrices act on ``V.flatten()``
+(row-major), so the dense ``F~_{i,j}`` is ``kron(G_{i,j}, A_{i-1,j-1})`` and it acts on a matrix
+as ``V -> G_{i,j} V A_{i-1,j-1}^T``. Layers are numbered from 0 in the code: ``cross_a[k]`` is
+the paper's ``A_{i-1,i}`` and ``cross_g[k]`` its ``G_{i,i+1}`` with ``i = k + 1``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from acktr.blocks import (
+    DampingScheme,
+    InverseMethod,
+    KroneckerBlock,
+    all_finite,
+    ema_update,
+    ema_weight,
+    tikhonov_pi,
+)
+from acktr.distributed import reduce_statistics
+from acktr.linalg import CurvatureLinAlgError, safe_eigh
+from acktr.preconditioner import Fallback, KFACPreconditioner, LossReduction
+from acktr.schedules import Schedule, check_positive
+
+Structure = Literal["block_diagonal", "block_tridiagonal"]
+STRUCTURES: tuple[str, ...] = ("block_diagonal", "block_tridiagonal")
+_USE_DIAGONAL = "use structure='block_diagonal' (the default) for this model"
+
+
+# ---------------------------------------------------------------------- the math, as free functions
+def damped_factors(a: Tensor, g: Tensor, damping: float) -> tuple[Tensor, Tensor]:
+    """Factored Tikhonov damping (Martens & Grosse 2015, section 6.3): ``(A + pi sqrt(lambda) I,
+    G + sqrt(lambda) / pi I)`` with ``pi = sqrt((tr A / dim A) / (tr G / dim G))``; ``damping=0``
+    returns the factors unchanged."""
+    if damping == 0:
+        return a, g
+    pi = tikhonov_pi(a.trace(), a.shape[0], g.trace(), g.shape[0])
+    root = math.sqrt(damping)
+    eye_a = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
+    eye_g = torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
+    return a + pi * root * eye_a, g + root / pi * eye_g
+
+
+def generalized_eigh(base: Tensor, other: Tensor) -> tuple[Tensor, Tensor]:
+    """``(K, s)`` with ``K^T base K = I`` and ``K^T other K = diag(s)`` for a positive definite
+    ``base`` and a symmetric ``other`` (appendix B: ``K = base^-1/2 E`` with ``E`` the
+    eigenvectors of ``base^-1/2 other base^-1/2``).
+
+    Raises:
+        CurvatureLinAlgError: if ``base`` is not positive definite or an eigendecomposition fails.
+    """
+    d, q = safe_eigh(base)
+    if float(d.min()) <= 0.0:
+        raise CurvatureLinAlgError(
+            "a damped diagonal factor is singular: the block-tridiagonal inverse needs damping > 0"
+            " or full-rank factors"
+        )
+    w = q / d.sqrt()
+    m = w.T @ other @ w
+    s, e = torch.linalg.eigh(0.5 * (m + m.T))
+    return w @ e, s
+
+
+@dataclass
+class ChainInverse:
+    """The factored ``F^^-1 = Xi^T Lambda Xi`` of a chain of ``L`` layers (section 4.3).
+
+    Attributes:
+        psi_a: ``L - 1`` matrices ``Psi^A_{i-1,i} = A_{i-1,i} A_{i,i}^-1`` (damped ``A_{i,i}``).
+        psi_g: ``L - 1`` matrices ``Psi^G_{i,i+1} = G_{i,i+1} G_{i+1,i+1}^-1``.
+        k_a, k_g: ``L`` generalized eigenbases of ``Sigma``'s factors (appendix B).
+        denom: ``L`` matrices ``1 - s_G s_A^T`` (``(out, in [+1])``): ``Sigma^-1`` divides by it
+            in those bases. For the last layer ``s = 0`` and ``Sigma_l^-1 = F~_{l,l}^-1``.
+        damping: the damping ``lambda`` the factors were damped with.
+    """
+
+    psi_a: list[Tensor]
+    psi_g: list[Tensor]
+    k_a: list[Tensor]
+    k_g: list[Tensor]
+    denom: list[Tensor]
+    damping: float
+
+    def tensors(self) -> dict[str, object]:
+        return {"psi_a": self.psi_a, "psi_g": self.psi_g, "k_a": self.k_a, "k_g": self.k_g,
+                "denom": self.denom, "damping": self.damping}
+
+    def to(self, **kw: object) -> ChainInverse:
+        def move(ts: list[Tensor]) -> list[Tensor]:
+            return [t.to(**kw) for t in ts]  # type: ignore[arg-type]
+
+        return ChainInverse(move(self.psi_a), move(self.psi_g), move(self.k_a), move(self.k_g),
+                            move(self.denom), self.damping)
+
+
+def chain_inverse(
+    a: list[Tensor], g: list[Tensor], cross_a: list[Tensor], cross_g: list[Tensor], damping: float
+) -> ChainInverse:
+    """Factor the block-tridiagonal approximation's inverse from the Kronecker factors.
+
+    Args:
+        a, g: the ``L`` diagonal factors ``A_{i-1,i-1}`` (``(in+1, in+1)``) and ``G_{i,i}``.
+        cross_a, cross_g: the ``L - 1`` cross factors ``A_{i-1,i}`` and ``G_{i,i+1}``.
+        damping: ``lambda >= 0``, applied to the diagonal factors (section 6.3); with 0 the
+            diagonal factors must be positive definite.
+
+    Computed in float64 (the chain's conditional covariances are differences of nearly equal
+    matrices), returned in the dtype of ``a[0]``.
+
+    Raises:
+        CurvatureLinAlgError: on a singular damped factor or a failed eigendecomposition.
+    """
+    n = len(a)
+    if not (len(g) == n and len(cross_a) == len(cross_g) == n - 1):
+        raise ValueError(f"need L diagonal and L-1 cross factors, got {len(a)}, {len(g)}, "
+                         f"{len(cross_a)}, {len(cross_g)}")
+    dtype = a[0].dtype
+    pairs = [damped_factors(x.double(), y.double(), damping) for x, y in zip(a, g, strict=True)]
+    ad, gd = [p[0] for p in pairs], [p[1] for p in pairs]
+    psi_a, psi_g, k_a, k_g, denom = [], [], [], [], []
+    for k in range(n):
+        if k < n - 1:
+            xa, xg = cross_a[k].double(), cross_g[k].double()
+            # Psi^A = A_{i-1,i} A_{i,i}^-1 (A_{i,i} symmetric), likewise Psi^G.
+            pa = torch.linalg.solve(ad[k + 1], xa.T).T
+            pg = torch.linalg.solve(gd[k + 1], xg.T).T
+            # Psi^A A_{i,i} Psi^A^T = A_{i-1,i} A_{i,i}^-1 A_{i-1,i}^T, likewise for G.
+            ka, sa = generalized_eigh(ad[k], pa @ xa.T)
+            kg, sg = generalized_eigh(gd[k], pg @ xg.T)
+            psi_a.append(pa)
+            psi_g.append(pg)
+        else:
+            ka, sa = generalized_eigh(ad[k], torch.zeros_like(ad[k]))
+            kg, sg = generalized_eigh(gd[k], torch.zeros_like(gd[k]))
+        # Both generalized eigenvalues lie in [0, 1) when the joint second moment of adjacent
+        # layers is PSD (a Schur complement); clamping only guards round-off.
+        sa, sg = sa.clamp(0.0, 1.0), sg.clamp(0.0, 1.0)
+        d = (1.0 - torch.outer(sg, sa)).clamp_min(torch.finfo(torch.float64).eps)
+        k_a.append(ka)
+        k_g.append(kg)
+        denom.append(d)
+    return ChainInverse(psi_a, psi_g, k_a, k_g, denom, float(damping)).to(dtype=dtype)
+
+
+def apply_chain_inverse(inv: ChainInverse, grads: list[Tensor]) -> list[Tensor]:
+    """``F^^-1 v = Xi^T Lambda Xi v`` for the gradient matrices ``v = (V_1, ..., V_l)``.
+
+    Each ``V`` may carry leading batch dimensions (``(..., out, in [+1])``). Steps:
+    ``u_i = V_i - Psi^G_{i,i+1} V_{i+1} Psi^A_{i-1,i}^T`` (``Xi v``), ``z_i = Sigma_{i|i+1}^-1
+    u_i = K_G [(K_G^T u_i K_A) / (1 - s_G s_A^T)] K_A^T`` (appendix B), then
+    ``out_i = z_i - Psi^G_{i-1,i}^T z_{i-1} Psi^A_{i-2,i-1}`` (``Xi^T z``).
+    """
+    n = len(grads)
+    u = [
+        grads[k] - inv.psi_g[k] @ grads[k + 1] @ inv.psi_a[k].T if k < n - 1 else grads[k]
+        for k in range(n)
+    ]
+    z = [
+        inv.k_g[k] @ ((inv.k_g[k].T @ u[k] @ inv.k_a[k]) / inv.denom[k]) @ inv.k_a[k].T
+        for k in range(n)
+    ]
+    return [z[0]] + [z[k] - inv.psi_g[k - 1].T @ z[k - 1] @ inv.psi_a[k - 1] for k in range(1, n)]
+
+
+def with_ones(rows: Tensor, has_bias: bool) -> Tensor:
+    """Append the homogeneous coordinate (a column of ones) when the layer has a bias."""
+    if not has_bias:
+        return rows
+    return torch.cat([rows, torch.ones_like(rows[:, :1])], dim=1)
+
+
+# ---------------------------------------------------------------------- the preconditioner
+class TridiagonalKFACPreconditioner(KFACPreconditioner):
+    """Block-tridiagonal K-FAC (Martens & Grosse 2015, section 4.3) for a chain of dense layers.
+
+    Everything of :class:`~acktr.preconditioner.KFACPreconditioner` (hooks, diagonal factors
+    ``A_{i-1,i-1}``, ``G_{i,i}``, the fallback for unclaimed parameters, ``record_stats()``,
+    ``stats_every``, state dicts) plus the cross-layer factors ``A_{i-1,i} = E[a_bar_{i-1}
+    a_bar_i^T]`` and ``G_{i,i+1} = E[g_i g_{i+1}^T]``, recorded from the same rows and backward
+    passes and averaged with the same EMA. ``step()`` applies ``F^^-1 = Xi^T Lambda Xi`` (see the
+    module docstring) to the layers' gradients jointly.
+
+    The model's Kronecker layers (in ``model.named_modules()`` order) must be ``nn.Linear``
+    layers forming a chain: each feeds the next (its ``out_features`` are the next layer's
+    ``in_features``), each runs once per forward pass, in that order, on the same rows (an MLP,
+    elementwise activations in between). Anything else (a convolution, a layer used twice, a
+    branch) is a ``ValueError`` naming the layer: use the block-diagonal structure there.
+
+    Args:
+        model: the network (see above).
+        damping: ``lambda`` (float or callable of the step), applied as factored Tikhonov damping
+            of the diagonal factors (section 6.3). Default 0.1. It is baked into the
+            factorization, so a change of its value triggers a refresh at the next step.
+        damping_scheme: only ``"tikhonov"`` (the default): eigenvalue-product damping
+            ``F~_{i,i} + lambda I`` is not a Kronecker product, so the chain's conditional
+            covariances would lose the structure appendix B inverts.
+        inverse_method: only ``"eigen"`` (the default; the refresh uses generalized
+            eigendecompositions).
+        async_inverse, stats_batch_size: not supported (must be False / None).
+        stat_decay, stats_every, inverse_every, fallback, loss_reduction, exclude: as for
+            :class:`~acktr.preconditioner.KFACPreconditioner` (defaults 0.95, 1, 10,
+            ``"diagonal"``, ``"mean"``, none).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        damping: Schedule = 0.1,
+        stat_decay: float = 0.95,
+        stats_every: int = 1,
+        inverse_every: int = 10,
+        damping_scheme: DampingScheme = "tikhonov",
+        inverse_method: InverseMethod = "eigen",
+        fallback: Fallback = "diagonal",
+        loss_reduction: LossReduction = "mean",
+        exclude: Iterable[nn.Module | str] = (),
+        async_inverse: bool = False,
+        stats_batch_size: int | None = None,
+    ) -> None:
+        unsupported = {
+            "damping_scheme": (damping_scheme, "tikhonov", "factored Tikhonov damping of the "
+                               "diagonal factors, Martens & Grosse 2015 section 6.3"),
+            "inverse_method": (inverse_method, "eigen", "generalized eigendecompositions"),
+            "async_inverse": (async_inverse, False, "synchronous refreshes"),
+            "stats_batch_size": (stats_batch_size, None, "all rows"),
+        }
+        for name, (value, allowed, why) in unsupported.items():
+            if value != allowed:
+                raise ValueError(
+                    f"structure='block_tridiagonal' supports {name}={allowed!r} only ({why}), "
+                    f"got {value!r}"
+                )
+        super().__init__(
+            model, damping=damping, stat_decay=stat_decay, stats_every=stats_every,
+            inverse_every=inverse_every, damping_scheme="tikhonov", inverse_method="eigen",
+            fallback=fallback, loss_reduction=loss_reduction, exclude=exclude,
+        )
+        self.chain: list[KroneckerBlock] = list(self.blocks.values())
+        check_chain(self.chain)
+        first = self.chain[0]
+        self.dtype, self.device = first.dtype, first.device
+        kw = {"dtype": self.dtype, "device": self.device}
+        pairs = list(itertools.pairwise(self.chain))
+        self.cross_a = [torch.zeros(a.dim_a, b.dim_a, **kw) for a, b in pairs]
+        self.cross_g = [torch.zeros(a.dim_g, b.dim_g, **kw) for a, b in pairs]
+        self.cross_updates = torch.zeros((), dtype=torch.long, device=self.device)
+        self.cross_skipped = torch.zeros((), dtype=torch.long, device=self.device)
+        self.inverse: ChainInverse | None = None
+        self.n_refresh_failures = 0
+
+        self._chain_recording = False
+        self._chain_ids = itertools.count()
+        self._chain_id: int | None = None
+        self._chain_next = 0
+        self._inputs: dict[tuple[int, int], tuple[Tensor, int]] = {}
+        self._grads: dict[tuple[int, int], list[Tensor]] = {}
+        self._order_error: str | None = None
+        self._chain_hooks = [
+            block.helper.module.register_forward_hook(self._make_chain_hook(k))
+            for k, block in enumerate(self.chain)
+        ]
+
+    def remove_hooks(self) -> None:
+        """Detach every hook from the model (the preconditioner stops recording)."""
+        super().remove_hooks()
+        for h in self._chain_hooks:
+            h.remove()
+        self._chain_hooks.clear()
+
+    # ------------------------------------------------------------------ statistics
+    def _make_chain_hook(self, k: int):
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            if not (torch.is_grad_enabled() and self.stats_due and output.requires_grad):
+                return
+            cid, error = self._chain_position(k)
+            x = inputs[0].detach()
+            output.register_hook(lambda grad: self._on_chain_grad(k, cid, error, x, grad))
+
+        return hook
+
+    def _chain_position(self, k: int) -> tuple[int, str | None]:
+        """Which forward pass of the chain this call of layer ``k`` belongs to, or why it
+        belongs to none (a layer out of order: used twice, skipped, or not a chain)."""
+        if k == 0:
+            self._chain_id, self._chain_next = next(self._chain_ids), 1
+            return self._chain_id, None
+        if self._chain_id is not None and k == self._chain_next:
+            self._chain_next += 1
+            return self._chain_id, None
+        names = [b.name for b in self.chain]
+        expected = names[self._chain_next] if 0 < self._chain_next < len(names) else names[0]
+        self._chain_id = None
+        return -1, (
+            f"block-tridiagonal K-FAC: layer '{names[k]}' ran out of chain order (expected "
+            f"'{expected}'); the layers must run once each per forward pass, in the order "
+            f"{names}, each feeding the next; {_USE_DIAGONAL}"
+        )
+
+    def _on_chain_grad(self, k: int, cid: int, error: str | None, x: Tensor, grad: Tensor) -> None:
+        if not self._chain_recording:
+            return
+        if error is not None:
+            self._order_error = self._order_error or error
+            return
+        block = self.chain[k]
+        helper = block.helper
+        key = (cid, k)
+        if key not in self._inputs:  # A once per forward call, as for the diagonal factors
+            rows, batch = helper.input_rows(x)
+            self._inputs[key] = (with_ones(rows.to(self.dtype), helper.has_bias), batch)
+        scale = float(helper.batch_size(x)) if self.loss_reduction == "mean" else 1.0
+        self._grads.setdefault(key, []).append(helper.grad_rows(grad).to(self.dtype) * scale)
+
+    @contextmanager
+    def record_stats(self) -> Iterator[None]:
+        """As :meth:`KFACPreconditioner.record_stats`, also recording the cross-layer factors.
+
+        Raises:
+            ValueError: after the context, if the recorded passes show that the layers do not
+                form a chain (a layer ran out of order or missed a backward pass).
+        """
+        completed = False
+        try:
+            with super().record_stats():
+                self._chain_recording = True
+                try:
+                    yield
+                finally:
+                    self._chain_recording = False
+            completed = True
+        finally:
+            inputs, grads, error = self._inputs, self._grads, self._order_error
+            self._inputs, self._grads, self._order_error = {}, {}, None
+        if completed:
+            self._commit_cross(inputs, grads, error)
+
+    def _commit_cross(
+        self,
+        inputs: dict[tuple[int, int], tuple[Tensor, int]],
+        grads: dict[tuple[int, int], list[Tensor]],
+        error: str | None,
+    ) -> None:
+        """``A_{i-1,i}`` and ``G_{i,i+1}`` of this context, scaled as the diagonal factors
+        (:mod:`acktr.blocks`: A sums rows over the batch size, G averages rows), then the EMA."""
+        if error is not None:
+            raise ValueError(error)
+        n = len(self.chain)
+        names = [b.name for b in self.chain]
+        kw = {"dtype": self.dtype, "device": self.device}
+        sum_a = [torch.zeros_like(t) for t in self.cross_a]
+        sum_g = [torch.zeros_like(t) for t in self.cross_g]
+        batch, g_rows = 0, torch.zeros(max(n - 1, 0), **kw)
+        for cid in sorted({c for c, _ in grads}):
+            passes = [len(grads.get((cid, k), [])) for k in range(n)]
+            if len(set(passes)) != 1:
+                raise ValueError(
+                    "block-tridiagonal K-FAC: in one forward pass the layers received different "
+                    f"numbers of backward passes {dict(zip(names, passes, strict=True))}; every "
+                    f"layer of the chain must reach the Fisher loss; {_USE_DIAGONAL}"
+                )
+            rows = [inputs[(cid, k)][0].shape[0] for k in range(n)]
+            if len(set(rows)) != 1:
+                raise ValueError(
+                    "block-tridiagonal K-FAC: the layers' rows do not line up "
+                    f"{dict(zip(names, rows, strict=True))}; {_USE_DIAGONAL}"
+                )
+            batch = max(batch, inputs[(cid, 0)][1])
+            for k in range(n - 1):
+                sum_a[k] += inputs[(cid, k)][0].T @ inputs[(cid, k + 1)][0]
+                for gk, gn in zip(grads[(cid, k)], grads[(cid, k + 1)], strict=True):
+                    sum_g[k] += gk.T @ gn
+                    g_rows[k] += gk.shape[0]
+        if batch == 0 or n == 1:
+            return
+        new = reduce_statistics([s / batch for s in sum_a] + [s / r for s, r in zip(sum_g, g_rows,
+                                                                                 strict=True)])
+        ok = all_finite(*new)
+        weight = ema_weight(self.stat_decay, self.cross_updates, self.dtype)
+        for avg, fresh in zip(self.cross_a + self.cross_g, new, strict=True):
+            ema_update(avg, fresh, weight, ok)
+        self.cross_updates.add_(ok)
+        self.cross_skipped.add_(~ok)
+
+    # ------------------------------------------------------------------ preconditioning
+    def refresh_due(self) -> bool:
+        """True when this ``step()`` refactors ``F^^-1``: every ``inverse_every`` steps, before
+        the first factorization, and whenever the damping changed since the last one."""
+        if self.inverse is None or self.steps % self.inverse_every == 0:
+            return True
+        return check_positive("damping", self.damping, self.steps) != self.inverse.damping
+
+    def refresh(self) -> None:
+        """Factor ``F^^-1`` (:func:`chain_inverse`) from the current factors and damping; on a
+        numerical failure keep the previous factorization and warn."""
+        damping = check_positive("damping", self.damping, self.steps)
+        try:
+            inv = chain_inverse(
+                [b.A for b in self.chain], [b.G for b in self.chain], self.cross_a, self.cross_g,
+                damping,
+            )
+        except (CurvatureLinAlgError, RuntimeError) as e:
+            self.n_refresh_failures += 1
+            warnings.warn(
+                f"block-tridiagonal K-FAC: refreshing the chain inverse failed ({e}); keeping "
+                "the previous one",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        else:
+            self.inverse = inv
+        self._report_skipped_stats()
+
+    def precondition_matrices(self, grads: list[Tensor]) -> list[Tensor]:
+        """``F^^-1`` applied to the chain's gradient matrices ``[dW | db]`` (one per layer,
+        optional leading batch dimensions), in the factors' dtype. Needs a refresh first."""
+        if self.inverse is None:
+            raise RuntimeError("no chain inverse yet: record statistics and call refresh() first")
+        return apply_chain_inverse(self.inverse, [g.to(self.dtype) for g in grads])
+
+    def dense_inverse(self) -> Tensor:
+        """``F^^-1`` (damped) as a dense matrix on the chain's coordinates, for tests and
+        studies: the layers' ``[dW | db].flatten()`` concatenated in chain order."""
+        sizes = [b.dim_g * b.dim_a for b in self.chain]
+        eye = torch.eye(sum(sizes), dtype=self.dtype, device=self.device)
+        basis = [
+            col.reshape(-1, b.dim_g, b.dim_a)
+            for col, b in zip(eye.split(sizes, dim=1), self.chain, strict=True)
+        ]
+        out = self.precondition_matrices(basis)
+        return torch.cat([o.flatten(1) for o in out], dim=1).T
+
+    @torch.no_grad()
+    def step(self) -> Tensor:
+        """Precondition every gradient in place: the chain's jointly with ``F^^-1``, the
+        fallback parameters as the block-diagonal preconditioner does. Returns ``sum_p
+        <Delta_p, grad_p>`` (0-dim device tensor) for the ACKTR trust region."""
+        self._check_recorded()
+        if self.refresh_due():
+            self.refresh()
+        damping = check_positive("damping", self.damping, self.steps)
+        terms: list[Tensor] = []
+        grads = [b.helper.grad_matrix() for b in self.chain]
+        if any(g is not None for g in grads):
+            mats = [
+                torch.zeros(b.dim_g, b.dim_a, dtype=self.dtype, device=self.device)
+                if g is None else g.to(self.dtype)
+                for g, b in zip(grads, self.chain, strict=True)
+            ]
+            deltas = mats if self.inverse is None else apply_chain_inverse(self.inverse, mats)
+            for block, grad, delta in zip(self.chain, grads, deltas, strict=True):
+                if grad is None:
+                    continue
+                delta = delta.to(grad.dtype)
+                terms.append((delta * grad).sum())
+                block.helper.set_grad_matrix(delta)
+        for block in self.diagonal_blocks.values():
+            p = block.param
+            if p.grad is not None:
+                delta = block.precondition(p.grad, damping)
+                terms.append((delta * p.grad).sum())
+                p.grad.copy_(delta)
+        for p in self.identity_params.values():
+            if p.grad is not None:
+                terms.append((p.grad * p.grad).sum())
+        self.steps += 1
+        if not terms:
+            return torch.zeros(())
+        return torch.stack([t.to(terms[0].dtype) for t in terms]).sum()
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, object]:
+        """The block-diagonal state plus the cross factors and the chain factorization."""
+        state = super().state_dict()
+        state["tridiagonal"] = {
+            "cross_a": list(self.cross_a),
+            "cross_g": list(self.cross_g),
+            "n_updates": self.cross_updates,
+            "n_skipped": self.cross_skipped,
+            "n_refresh_failures": self.n_refresh_failures,
+            "inverse": None if self.inverse is None else self.inverse.tensors(),
+        }
+        return state
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        tri = state.get("tridiagonal")
+        if not isinstance(tri, dict):
+            raise ValueError(
+                "K-FAC state has no block-tridiagonal factors (was it saved with "
+                "structure='block_diagonal'?)"
+            )
+        for key, mine in (("cross_a", self.cross_a), ("cross_g", self.cross_g)):
+            theirs = tri[key]
+            got = [tuple(t.shape) for t in theirs]
+            want = [tuple(t.shape) for t in mine]
+            if got != want:
+                raise ValueError(
+                    f"block-tridiagonal K-FAC state: {key} has shapes {got}, expected {want} "
+                    "(was the checkpoint made for a different model?)"
+                )
+        super().load_state_dict(state)
+        kw = {"dtype": self.dtype, "device": self.device}
+        self.cross_a = [t.to(**kw) for t in tri["cross_a"]]
+        self.cross_g = [t.to(**kw) for t in tri["cross_g"]]
+        self.cross_updates = tri["n_updates"].to(self.device)
+        self.cross_skipped = tri["n_skipped"].to(self.device)
+        self.n_refresh_failures = int(tri["n_refresh_failures"])
+        inv = tri["inverse"]
+        self.inverse = None if inv is None else ChainInverse(**inv).to(**kw)
+
+
+def check_chain(blocks: list[KroneckerBlock]) -> None:
+    """Raise a ``ValueError`` naming the layer unless ``blocks`` are ``nn.Linear`` layers of
+    one dtype where each one's outputs are the next one's inputs."""
+    for block in blocks:
+        module = block.helper.module
+        if not isinstance(module, nn.Linear):
+            raise ValueError(
+                f"block-tridiagonal K-FAC supports chains of nn.Linear layers only; layer "
+                f"'{block.name}' is {type(module).__name__}: {_USE_DIAGONAL}"
+            )
+        if block.dtype != blocks[0].dtype or block.device != blocks[0].device:
+            raise ValueError(
+                f"block-tridiagonal K-FAC needs all layers on one dtype and device; layer "
+                f"'{block.name}' differs from '{blocks[0].name}'"
+            )
+    for a, b in itertools.pairwise(blocks):
+        if b.helper.in_features != a.helper.out_features:
+            raise ValueError(
+                f"block-tridiagonal K-FAC: layers '{a.name}' ({a.helper.out_features} outputs) "
+                f"and '{b.name}' ({b.helper.in_features} inputs) do not form a chain (each "
+                f"layer must feed the next); {_USE_DIAGONAL}"
+            )
