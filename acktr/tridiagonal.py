@@ -543,10 +543,11 @@ class TridiagonalKFACPreconditioner(KFACPreconditioner):
                 )
         super().load_state_dict(state)
         kw = {"dtype": self.dtype, "device": self.device}
-        self.cross_a = [t.to(**kw) for t in tri["cross_a"]]
-        self.cross_g = [t.to(**kw) for t in tri["cross_g"]]
-        self.cross_updates = tri["n_updates"].to(self.device)
-        self.cross_skipped = tri["n_skipped"].to(self.device)
+        # Copies: the EMA updates these in place, and the state may belong to a live optimizer.
+        self.cross_a = [t.to(**kw, copy=True) for t in tri["cross_a"]]
+        self.cross_g = [t.to(**kw, copy=True) for t in tri["cross_g"]]
+        self.cross_updates = tri["n_updates"].to(self.device, copy=True)
+        self.cross_skipped = tri["n_skipped"].to(self.device, copy=True)
         self.n_refresh_failures = int(tri["n_refresh_failures"])
         inv = tri["inverse"]
         self.inverse = None if inv is None else ChainInverse(**inv).to(**kw)
