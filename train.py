@@ -159,7 +159,8 @@ def _run_name(cfg) -> str:
 
 def train_main(argv: list[str]) -> int:
     from agents.config import load_config
-    from agents.trainer import train
+    from agents.distributed import DistributedError, broadcast_object, setup, shutdown
+    from agents.trainer import resolve_device, train
 
     args = _train_parser().parse_args(argv)
     if args.resume is not None:
@@ -179,9 +180,21 @@ def train_main(argv: list[str]) -> int:
             raise FileNotFoundError(f"config file not found: {path}")
         cfg = load_config(path, _flag_overrides(args) + args.overrides)
         run_dir = Path(cfg.run.logdir) / (args.run_name or _run_name(cfg))
-    print(f"run directory: {run_dir}")
-    summary = train(cfg, run_dir, resume=args.resume is not None,
-                    progress_bar=not args.no_progress, tensorboard=not args.no_tensorboard)
+    # Under torchrun: join the process group (checks: same config, world size divides envs).
+    dist = setup(cfg, resolve_device(cfg.run.device))
+    try:
+        run_dir = broadcast_object(run_dir, dist)  # rank 0 names the run directory
+        if dist.is_main:
+            print(f"run directory: {run_dir}")
+        summary = train(cfg, run_dir, resume=args.resume is not None, dist=dist,
+                        progress_bar=not args.no_progress, tensorboard=not args.no_tensorboard)
+    except DistributedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        shutdown(dist)
+    if not dist.is_main:
+        return 130 if summary["interrupted"] else 0
     if summary["interrupted"]:
         print(f"interrupted: checkpoint saved in {run_dir}; continue with "
               f"`python train.py --resume {run_dir}`")

@@ -30,8 +30,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from agents.config import Config, config_to_dict, save_config
+from agents.distributed import (
+    SINGLE,
+    DistContext,
+    NullLogger,
+    gather_episodes,
+    peer_failures,
+    rank_checkpoint,
+    save_checkpoints,
+    seed_rank,
+    sync_module,
+)
 from agents.evaluate import evaluate, make_env_from_config
 from agents.policies import make_policy
 from agents.rollout import collect_rollout, obs_to_tensor
@@ -235,7 +246,7 @@ def _restore(ckpt: dict[str, Any], policy, opts, env: VecEnv, progress: Progress
 
 
 def _resume_env(ckpt: dict[str, Any], env: VecEnv, cfg: Config, progress: Progress,
-                device: torch.device) -> torch.Tensor:
+                device: torch.device, seed: int) -> torch.Tensor:
     """Continues the checkpoint's episodes, or starts fresh seeded ones with a warning."""
     snapshot = ckpt.get("env_snapshot")
     why_not = ckpt.get("env_snapshot_missing") or "the checkpoint holds no environment snapshot"
@@ -246,7 +257,7 @@ def _resume_env(ckpt: dict[str, Any], env: VecEnv, cfg: Config, progress: Progre
         except (SnapshotUnsupported, ValueError) as err:
             why_not = f"restoring the environment snapshot failed: {err}"
             env.load_state_dict(ckpt["env"])
-    env_seed = cfg.run.seed + 7919 * progress.update  # fresh episodes, reproducibly seeded
+    env_seed = seed + 7919 * progress.update  # fresh episodes, reproducibly seeded
     warnings.warn(
         f"resuming {cfg.env.env_id} from fresh episodes (env seed {env_seed}) because {why_not}; "
         "the run continues but will not match an uninterrupted one",
@@ -283,6 +294,7 @@ def train(
     resume: bool = False,
     progress_bar: bool = True,
     tensorboard: bool = True,
+    dist: DistContext = SINGLE,
 ) -> dict[str, Any]:
     """Train the agent ``cfg`` describes, writing everything into ``run_dir``.
 
@@ -296,6 +308,10 @@ def train(
             warning. Default False.
         progress_bar: show a tqdm bar with fps and the recent return. Default True.
         tensorboard: write TensorBoard event files. Default True.
+        dist: this process's place in a multi-process run (``agents.distributed.setup``):
+            it runs ``env.num_envs / world_size`` envs, gradients and curvature statistics are
+            averaged over ranks, and only rank 0 writes logs, ``checkpoint.pt``, the
+            evaluation and ``summary.json`` (see ``agents.distributed``). Default: one process.
 
     Returns:
         The summary also written to ``summary.json``. Ctrl-C finishes the current update,
@@ -304,56 +320,69 @@ def train(
         snapshot: resuming it starts fresh episodes).
     """
     run_dir = Path(run_dir)
-    device = resolve_device(cfg.run.device)
+    device = dist.place(resolve_device(cfg.run.device))
     torch.manual_seed(cfg.run.seed)
     ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME) if resume else None
-    env = make_env_from_config(cfg, training=True)
+    if ckpt is not None:
+        ckpt = rank_checkpoint(ckpt, run_dir, dist)
+    seed = dist.env_seed(cfg)
+    env = make_env_from_config(cfg, num_envs=dist.local_envs(cfg), seed=seed, training=True)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        return _train(cfg, run_dir, env, device, ckpt, progress_bar, tensorboard)
+        with peer_failures(dist):
+            return _train(cfg, run_dir, env, device, ckpt, progress_bar, tensorboard, dist)
     finally:
         env.close()
 
 
 def _train(
     cfg: Config, run_dir: Path, env: VecEnv, device: torch.device, ckpt: dict[str, Any] | None,
-    progress_bar: bool, tensorboard: bool,
+    progress_bar: bool, tensorboard: bool, dist: DistContext,
 ) -> dict[str, Any]:
     policy = make_policy(env.observation_space, env.action_space, cfg.policy).to(device)
+    sync_module(policy, dist)
+    seed_rank(cfg, dist)
     opts = make_optimizers(policy, cfg)
     progress = Progress()
+    seed = dist.env_seed(cfg)
     if ckpt is not None:
         _restore(ckpt, policy, opts, env, progress, device)
-        obs = _resume_env(ckpt, env, cfg, progress, device)
+        obs = _resume_env(ckpt, env, cfg, progress, device, seed)
     else:
-        obs = obs_to_tensor(env.reset(seed=cfg.run.seed), device)
-    save_config(cfg, run_dir / "config.yaml")
+        obs = obs_to_tensor(env.reset(seed=seed), device)
+    if dist.is_main:
+        save_config(cfg, run_dir / "config.yaml")
     storage = RolloutStorage.from_spaces(
         cfg.algo.num_steps, env.num_envs, env.observation_space, env.action_space, device
     )
-    logger = RunLogger(run_dir, tensorboard, None if ckpt is None else progress.timesteps)
+    logger = RunLogger(run_dir, tensorboard, None if ckpt is None else progress.timesteps) \
+        if dist.is_main else NullLogger()
     bar = tqdm(
         total=cfg.num_updates * cfg.batch_size,
         initial=progress.timesteps,
         unit="step",
-        disable=not progress_bar,
+        disable=not progress_bar or not dist.is_main,
         dynamic_ncols=True,
     )
-    interrupted, at_boundary = False, True
+    interrupted, at_boundary, stop_now = False, True, False
     start, start_wall = time.perf_counter(), progress.wall_seconds
 
     def checkpoint() -> None:
         state = _checkpoint_state(policy, opts, env, obs, progress, cfg, device, at_boundary)
-        save_checkpoint(state, run_dir / CHECKPOINT_NAME)
+        save_checkpoints(state, run_dir, dist)
 
     try:
         with StopOnCtrlC() as stop:
-            while progress.update < cfg.num_updates and not stop.requested:
+            # stop_now: a Ctrl-C on any rank, agreed on by all of them after each update
+            while progress.update < cfg.num_updates and not stop_now:
                 at_boundary = False
                 obs, ep_returns, ep_lengths = collect_rollout(
                     env, policy, storage, obs, cfg.algo.gamma, cfg.algo.gae_lambda
                 )
                 metrics = update(policy, opts, storage.flatten(), cfg)
+                ep_returns, ep_lengths, stop_now = gather_episodes(
+                    ep_returns, ep_lengths, stop.requested, dist
+                )
                 progress.update += 1
                 progress.timesteps += cfg.batch_size
                 progress.episodes += len(ep_returns)
@@ -392,6 +421,10 @@ def _train(
         "device": str(device),
         "interrupted": interrupted,
     }
+    if dist.enabled:
+        summary["world_size"] = dist.world_size
+    if not dist.is_main:
+        return summary
     if not interrupted and cfg.run.eval_episodes > 0:
         returns, lengths = evaluate(policy, cfg, cfg.run.eval_episodes, device, env.state_dict())
         summary.update(

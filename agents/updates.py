@@ -18,8 +18,9 @@ import torch
 from torch import Tensor, nn
 
 import acktr
+from acktr.distributed import average_gradients
 from agents.config import Config, KFACConfig
-from agents.returns import standardize
+from agents.distributed import mean_over_ranks, standardize_over_ranks
 from agents.storage import RolloutBatch
 
 
@@ -85,7 +86,8 @@ def policy_fisher_loss(dist) -> Tensor:
 
 def _advantages(batch: RolloutBatch, cfg: Config) -> Tensor:
     adv = batch.advantages
-    return standardize(adv) if cfg.algo.normalize_advantages else adv
+    # over the whole batch of every rank (in one process: agents.returns.standardize)
+    return standardize_over_ranks(adv) if cfg.algo.normalize_advantages else adv
 
 
 def _clip(params, max_norm: float | None) -> Tensor | None:
@@ -110,6 +112,7 @@ def joint_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cfg: 
             fisher.backward(retain_graph=True)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    average_gradients(policy.parameters())  # data parallel: no-op in one process
     grad_norm = _clip(policy.parameters(), algo.max_grad_norm)
     opt.step()
     metrics = _loss_metrics(pg_loss, vf_loss, entropy, grad_norm)
@@ -134,10 +137,12 @@ def separate_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cf
             policy_fisher_loss(dist).backward(retain_graph=True)
     opt.zero_grad(set_to_none=True)
     pg_loss.backward()
+    average_gradients(actor.parameters())
     grad_norm = _clip(actor.parameters(), algo.max_grad_norm)
     opt.step()
     with torch.no_grad():
         kl = float(dist.kl(actor(obs)).mean()) if hasattr(dist, "kl") else float("nan")
+    kl = mean_over_ranks(kl)  # every rank adapts its step size identically
     if algo.target_kl is not None:
         adapt_step_size(opt, kl, algo.target_kl)
 
@@ -149,6 +154,7 @@ def separate_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cf
                 acktr.fisher_loss(values, "gaussian").backward(retain_graph=True)
         critic_opt.zero_grad(set_to_none=True)
         vf_loss.backward()
+        average_gradients(critic.parameters())
         critic_opt.step()
     metrics = _loss_metrics(pg_loss, vf_loss, entropy, grad_norm)
     metrics["kl"] = kl
