@@ -400,7 +400,7 @@ def _train(
                 every = cfg.run.checkpoint_every
                 if every and progress.update % every == 0:
                     checkpoint()
-            interrupted = stop.requested
+            interrupted = stop.requested or stop_now
     except KeyboardInterrupt:
         interrupted = True
     except BaseException:
