@@ -205,6 +205,18 @@ def apply_chain_inverse(inv: ChainInverse, grads: list[Tensor]) -> list[Tensor]:
     return [z[0]] + [z[k] - inv.psi_g[k - 1].T @ z[k - 1] @ inv.psi_a[k - 1] for k in range(1, n)]
 
 
+def chain_inverse_to_dense(inv: ChainInverse, shapes: list[tuple[int, int]]) -> Tensor:
+    """``F^^-1`` as a dense matrix (for tests and studies), on the layers' ``[dW | db].flatten()``
+    concatenated in chain order; ``shapes`` are the gradient matrices' ``(out, in [+1])``."""
+    sizes = [g * a for g, a in shapes]
+    eye = torch.eye(sum(sizes), dtype=inv.k_a[0].dtype, device=inv.k_a[0].device)
+    basis = [
+        col.reshape(-1, *shape) for col, shape in zip(eye.split(sizes, dim=1), shapes, strict=True)
+    ]
+    out = apply_chain_inverse(inv, basis)
+    return torch.cat([o.flatten(1) for o in out], dim=1).T
+
+
 def with_ones(rows: Tensor, has_bias: bool) -> Tensor:
     """Append the homogeneous coordinate (a column of ones) when the layer has a bias."""
     if not has_bias:
@@ -464,14 +476,9 @@ class TridiagonalKFACPreconditioner(KFACPreconditioner):
     def dense_inverse(self) -> Tensor:
         """``F^^-1`` (damped) as a dense matrix on the chain's coordinates, for tests and
         studies: the layers' ``[dW | db].flatten()`` concatenated in chain order."""
-        sizes = [b.dim_g * b.dim_a for b in self.chain]
-        eye = torch.eye(sum(sizes), dtype=self.dtype, device=self.device)
-        basis = [
-            col.reshape(-1, b.dim_g, b.dim_a)
-            for col, b in zip(eye.split(sizes, dim=1), self.chain, strict=True)
-        ]
-        out = self.precondition_matrices(basis)
-        return torch.cat([o.flatten(1) for o in out], dim=1).T
+        if self.inverse is None:
+            raise RuntimeError("no chain inverse yet: record statistics and call refresh() first")
+        return chain_inverse_to_dense(self.inverse, [(b.dim_g, b.dim_a) for b in self.chain])
 
     @torch.no_grad()
     def step(self) -> Tensor:
