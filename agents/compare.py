@@ -24,8 +24,9 @@ at every segment, so compare runs such configs with a constant rate instead and 
 Layout of ``--out``: ``runs/<env>/<algo>/seed<N>/`` (``spec.json``, ``log.txt``, ``evals.csv``,
 ``done.json`` once finished, ``train/`` for our trainer's files), and at the top
 ``results.csv``, ``curves_<env>.png``, ``summary.md`` and ``compare.json`` (settings and the
-commands that ran). Rerunning a command skips the finished runs and redoes the unfinished ones
-from their start; a finished run made with other settings is an error, not silently mixed.
+commands that ran). Rerunning a command skips the finished runs; an unfinished run of ours
+continues exactly from its last evaluation point (its trainer checkpoint), an unfinished
+baseline starts over. A finished run made with other settings is an error, not silently mixed.
 """
 
 from __future__ import annotations
@@ -231,9 +232,16 @@ def segment_updates(grid: Sequence[int], batch: int) -> list[int]:
     return sorted({max(1, math.ceil(g / batch)) for g in grid})
 
 
-def train_ours(spec: RunSpec, run_dir: Path, on_point: PointFn) -> dict[str, Any]:
+def train_ours(spec: RunSpec, run_dir: Path, on_point: PointFn,
+               evaluated: Sequence[int] = ()) -> dict[str, Any]:
     """Train our ``acktr``/``a2c`` in segments ending at the evaluation points (exact resume in
-    between), evaluating at the end of each through the trainer's final evaluation."""
+    between), evaluating at the end of each through the trainer's final evaluation.
+
+    A run stopped part-way continues from its last segment's checkpoint in ``run_dir/train``
+    (exactly, as the trainer resumes); ``evaluated`` lists the timesteps already evaluated, and
+    a checkpoint whose evaluation is missing is evaluated first.
+    """
+    from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint
     from agents.trainer import train
 
     cfg = our_config(spec)
@@ -245,14 +253,24 @@ def train_ours(spec: RunSpec, run_dir: Path, on_point: PointFn) -> dict[str, Any
         notes.append(LINEAR_NOTE)
     updates = segment_updates(spec.grid, cfg.batch_size)
     train_dir = run_dir / "train"
+    reached = -1
+    if (train_dir / CHECKPOINT_NAME).is_file():
+        reached = int(load_checkpoint(train_dir / CHECKPOINT_NAME)["progress"]["timesteps"])
     summary: dict[str, Any] = {}
-    for i, u in enumerate(updates):
-        seg = our_config(spec, extra=sets + [f"run.total_timesteps={u * cfg.batch_size}"])
-        summary = train(seg, train_dir, resume=i > 0, progress_bar=False, tensorboard=False)
+    for u in updates:
+        t = u * cfg.batch_size
+        if t < reached or (t == reached and t in evaluated):
+            continue
+        seg = our_config(spec, extra=sets + [f"run.total_timesteps={t}"])
+        summary = train(seg, train_dir, resume=reached > 0, progress_bar=False,
+                        tensorboard=False)
+        reached = int(summary["timesteps"])
         if summary["interrupted"]:
             raise KeyboardInterrupt
         on_point(int(summary["timesteps"]), summary["final_return_mean"],
                  summary["final_return_std"], summary["wall_seconds"])
+    if not summary:  # every point evaluated before: the last segment's own summary
+        summary = json.loads((train_dir / "summary.json").read_text())
     return {"timesteps": summary["timesteps"], "wall_seconds": summary["wall_seconds"],
             "fps": summary["fps"], "updates": summary["updates"], "device": summary["device"],
             "batch_size": cfg.batch_size, "source": f"configs/{family_config(spec.env_id).name}",
@@ -287,17 +305,37 @@ def train_sb3(spec: RunSpec, on_point: PointFn) -> dict[str, Any]:
         "source": bspec.source, "notes": []}
 
 
+def resumable(spec: RunSpec, run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a stopped run of ours with these settings that can continue
+    (its trainer checkpoint and evaluations so far); baselines always start over."""
+    try:
+        before = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    return (spec.algo in OUR_ALGOS and before.comparable() == spec.comparable()
+            and (run_dir / "train" / "checkpoint.pt").is_file()
+            and (run_dir / "evals.csv").is_file())
+
+
 def run_one(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
-    """Run ``spec`` in ``run_dir`` (which it fills from scratch): ``evals.csv`` row by row, then
-    ``done.json`` (the finished-run marker). Returns the ``done.json`` content."""
+    """Run ``spec`` in ``run_dir``: ``evals.csv`` row by row, then ``done.json`` (the
+    finished-run marker). Continues a stopped run of ours (see :func:`resumable`), else starts
+    from scratch. Returns the ``done.json`` content."""
     import torch
+
+    from agents.compare_report import read_results
 
     torch.set_num_threads(spec.threads)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2) + "\n")
     evals = run_dir / "evals.csv"
-    with evals.open("w", newline="") as f:
-        csv.DictWriter(f, fieldnames=RESULT_FIELDS).writeheader()
+    evaluated: list[int] = []
+    if resumable(spec, run_dir):
+        evaluated = [r["timesteps"] for r in read_results(evals)]
+        print(f"{spec.key}: continuing after {max(evaluated, default=0)} steps", flush=True)
+    else:
+        with evals.open("w", newline="") as f:
+            csv.DictWriter(f, fieldnames=RESULT_FIELDS).writeheader()
+    (run_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2) + "\n")
 
     def on_point(t: int, mean: float, std: float, wall: float) -> None:
         row = {"algo": spec.algo, "env": spec.env_id, "seed": spec.seed, "timesteps": t,
@@ -307,7 +345,7 @@ def run_one(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
         print(f"{spec.key}: {t} steps, eval {mean:.2f} +- {std:.2f}, {wall:.1f} s", flush=True)
 
     if spec.algo in OUR_ALGOS:
-        result = train_ours(spec, run_dir, on_point)
+        result = train_ours(spec, run_dir, on_point, evaluated)
     else:
         result = train_sb3(spec, on_point)
     done = {"spec": spec.comparable(), **result}
@@ -361,8 +399,11 @@ def run_status(spec: RunSpec, run_dir: Path) -> str:
     return "done"
 
 
-def _prepare(run_dir: Path, spec: RunSpec) -> None:
-    """Empty an unfinished run's folder (only one compare made) and write its spec."""
+def _prepare(run_dir: Path, spec: RunSpec) -> bool:
+    """Keep a stopped run that can continue (True), else empty the folder (only one compare
+    made) and write the spec (False)."""
+    if resumable(spec, run_dir):
+        return True
     if run_dir.exists():
         if any(run_dir.iterdir()) and not (run_dir / "spec.json").is_file():
             raise ValueError(f"{run_dir} exists and is not a compare run folder; remove it or "
@@ -370,6 +411,7 @@ def _prepare(run_dir: Path, spec: RunSpec) -> None:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     (run_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2) + "\n")
+    return False
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -398,17 +440,17 @@ def execute(specs: Sequence[RunSpec], out: Path, jobs: int,
             while pending and len(running) < jobs:
                 spec = pending.pop(0)
                 run_dir = out / "runs" / spec.key
-                _prepare(run_dir, spec)
+                continuing = _prepare(run_dir, spec)
                 env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads),
                        "MKL_NUM_THREADS": str(spec.threads),
                        "PYTHONPATH": os.pathsep.join(
                            p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
-                logf = (run_dir / "log.txt").open("w")
+                logf = (run_dir / "log.txt").open("a" if continuing else "w")
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "agents.compare", "worker", str(run_dir)],
                     stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=REPO)
                 running[proc] = (spec, logf, time.perf_counter())
-                log(f"started {spec.key}")
+                log(f"{'continuing' if continuing else 'started'} {spec.key}")
             time.sleep(0.1)
             for proc in [p for p in running if p.poll() is not None]:
                 spec, logf, began = running.pop(proc)

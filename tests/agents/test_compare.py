@@ -243,6 +243,31 @@ def test_our_runs_are_evaluated_like_the_trainers_final_evaluation(tmp_path):
     assert summary["eval_episodes"] == 2
 
 
+def test_a_stopped_run_of_ours_continues_exactly_from_its_last_evaluation(tmp_path):
+    spec = _spec(algo="acktr", grid=(128, 256, 384))
+    full = compare.run_one(spec, tmp_path / "full")
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(*point):  # a run killed right after its first evaluation
+        raise Stop
+
+    run_dir = tmp_path / "stopped"
+    run_dir.mkdir()
+    with pytest.raises(Stop):
+        compare.train_ours(spec, run_dir, stop_after_first)
+    (run_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec)))
+    write_results(read_results(tmp_path / "full" / "evals.csv")[:1], run_dir / "evals.csv")
+    assert compare.resumable(spec, run_dir)
+    assert not compare.resumable(dataclasses.replace(spec, timesteps=512), run_dir)
+    done = compare.run_one(spec, run_dir)
+    a, b = (read_results(d / "evals.csv") for d in (tmp_path / "full", run_dir))
+    assert [r["timesteps"] for r in b] == [128, 256, 384]
+    assert [r["eval_return_mean"] for r in a] == [r["eval_return_mean"] for r in b]
+    assert done["timesteps"] == full["timesteps"] == 384
+
+
 def test_linear_kfac_schedule_is_run_constant_and_noted(tmp_path):
     done = compare.run_one(_spec(algo="acktr", grid=(256,)), tmp_path / "r")
     assert done["notes"] == [compare.LINEAR_NOTE]
@@ -297,7 +322,7 @@ def test_a_failing_run_is_reported_and_the_others_finish(tmp_path):
 
 
 @pytest.mark.medium
-def test_compare_smoke_then_rerun_skips_finished_and_redoes_unfinished(tmp_path):
+def test_compare_smoke_then_rerun_skips_finished_and_continues_unfinished(tmp_path):
     s = _settings(tmp_path, algos=["acktr", "a2c", "sb3-a2c", "trpo"], timesteps=1024,
                   jobs=2, command="test")
     assert compare.run_compare(s, log=lambda m: None) == 0
@@ -308,12 +333,16 @@ def test_compare_smoke_then_rerun_skips_finished_and_redoes_unfinished(tmp_path)
     per_algo = {a: [r["timesteps"] for r in rows if r["algo"] == a] for a in ALGOS}
     assert per_algo["a2c"] == [512, 1024] and per_algo["sb3-a2c"] == [520, 1040]  # 8 x 5
     assert per_algo["trpo"] == [1024]  # zoo CartPole TRPO: 2 envs x 512 steps per update
-    first = (s.out / "runs" / "CartPole-v1" / "trpo" / "seed0" / "done.json").stat().st_mtime
-    (s.out / "runs" / "CartPole-v1" / "a2c" / "seed0" / "done.json").unlink()  # unfinished
+    runs = s.out / "runs" / "CartPole-v1"
+    first = (runs / "acktr" / "seed0" / "done.json").stat().st_mtime
+    before = read_results(runs / "a2c" / "seed0" / "evals.csv")
+    for algo in ("a2c", "trpo"):  # unfinished: ours continue, baselines start over
+        (runs / algo / "seed0" / "done.json").unlink()
     messages = []
     assert compare.run_compare(s, log=messages.append) == 0
-    assert "skipping 3 finished run(s); 1 to run" in messages
-    assert "started CartPole-v1/a2c/seed0" in messages
-    assert (s.out / "runs" / "CartPole-v1" / "trpo" / "seed0" / "done.json").stat().st_mtime \
-        == first
+    assert "skipping 2 finished run(s); 2 to run" in messages
+    assert "continuing CartPole-v1/a2c/seed0" in messages
+    assert "started CartPole-v1/trpo/seed0" in messages
+    assert (runs / "acktr" / "seed0" / "done.json").stat().st_mtime == first
+    assert read_results(runs / "a2c" / "seed0" / "evals.csv") == before
     assert len(json.loads((s.out / "compare.json").read_text())["commands"]) == 2
