@@ -349,7 +349,8 @@ def save_checkpoints(state: dict[str, Any], run_dir: Path, ctx: DistContext) -> 
     """Rank 0 writes ``checkpoint.pt``; every other rank its environments and RNG streams.
 
     The other ranks write first and rank 0 only after a barrier, so a ``checkpoint.pt`` is
-    never newer than the rank files (they carry the update index, checked on resume).
+    never newer than the rank files (they carry the update index, checked on resume); a
+    second barrier makes every rank return only once ``checkpoint.pt`` is written.
     """
     if not ctx.enabled:
         save_checkpoint(state, run_dir / CHECKPOINT_NAME)
@@ -359,6 +360,7 @@ def save_checkpoints(state: dict[str, Any], run_dir: Path, ctx: DistContext) -> 
     dist.barrier()
     if ctx.is_main:
         save_checkpoint({**state, "world_size": ctx.world_size}, run_dir / CHECKPOINT_NAME)
+    dist.barrier()
 
 
 def rank_checkpoint(ckpt: dict[str, Any], run_dir: Path, ctx: DistContext) -> dict[str, Any]:

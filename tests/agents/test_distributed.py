@@ -127,8 +127,11 @@ def _train(ctx: DistContext, run_dir: Path, resume: bool = False, *extra: str) -
                          dist=ctx)
 
 
+ASYNC = "kfac.async_inverse=true"  # the in-flight decomposition is part of the checkpoint
+
+
 def _job_resume(rank: int, out: Path, ctx: DistContext) -> None:
-    _train(ctx, out / "full")
+    _train(ctx, out / "full", False, ASYNC)
     real = trainer.update
     calls = {"n": 0}
 
@@ -139,10 +142,10 @@ def _job_resume(rank: int, out: Path, ctx: DistContext) -> None:
         return real(*args, **kwargs)
 
     trainer.update = ctrl_c_on_rank_1
-    summary = _train(ctx, out / "split")
+    summary = _train(ctx, out / "split", False, ASYNC)
     trainer.update = real
     (out / f"stopped{rank}.txt").write_text(f"{summary['interrupted']} {summary['updates']}")
-    _train(ctx, out / "split", True)
+    _train(ctx, out / "split", True, ASYNC)
 
 
 def _job_config(rank: int, out: Path, ctx: DistContext) -> None:
