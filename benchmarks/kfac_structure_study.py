@@ -49,10 +49,18 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.acktr.exact when run as a script
 
+import acktr  # noqa: E402
 from acktr.examples.data import load_digits  # noqa: E402
-from acktr.examples.training import KFAC_EXAMPLE_DEFAULTS, iterate, make_task  # noqa: E402
+from acktr.examples.training import (  # noqa: E402
+    KFAC_EXAMPLE_DEFAULTS,
+    batches,
+    iterate,
+    make_task,
+    train_step,
+)
 from acktr.tridiagonal import (  # noqa: E402
     TridiagonalKFACPreconditioner,
+    apply_chain_inverse,
     chain_inverse,
     chain_inverse_to_dense,
     damped_factors,
@@ -309,7 +317,38 @@ def training(iters: int, seeds: list[int], lr: float, out: Path) -> dict[str, li
         print(f"| {k} | " + " | ".join(cells) + " |")
     print("(each cell: one value per seed; losses are 10-iteration means of the minibatch loss)")
     draw_training(curves, out / "kfac_structure_training.png")
+    chain_activity(min(100, iters), lr, seeds[0])
     return curves
+
+
+def chain_activity(iters: int, lr: float, seed: int) -> None:
+    """How much the chain changes the step: train the block-tridiagonal run (trust-region
+    setting) for ``iters`` iterations, then print the largest ``s_G s_A`` per link (1 - the
+    divisor of appendix B's inverse; 0 would make it block-diagonal) and the cosine between its
+    preconditioned gradient and the block-diagonal one with the same damped factors."""
+    task = make_task("autoencoder", load_digits())
+    torch.manual_seed(seed)
+    model = task.build_model()
+    opt = acktr.KFAC(model, lr=lr, **CONFIGS["block-tridiagonal, trust region"])
+    order = batches(len(task.x), task.batch_size, seed)
+    for _ in range(iters):
+        idx = next(order)
+        train_step(task, model, opt, task.x[idx], task.y[idx])
+    pre: TridiagonalKFACPreconditioner = opt.preconditioner  # type: ignore[assignment]
+    model.zero_grad()
+    task.loss(model(task.x[idx]), task.x[idx], task.y[idx]).backward()
+    grads = [b.helper.grad_matrix().double() for b in pre.chain]
+    inv = pre.inverse.to(dtype=torch.float64)  # type: ignore[union-attr]
+    tri = torch.cat([d.flatten() for d in apply_chain_inverse(inv, grads)])
+    diag = []
+    for block, g in zip(pre.chain, grads, strict=True):
+        a, gg = damped_factors(block.A.double(), block.G.double(), inv.damping)
+        diag.append(torch.linalg.solve(gg, g) @ torch.linalg.inv(a))
+    bd = torch.cat([d.flatten() for d in diag])
+    links = ", ".join(f"{float((1 - d).max()):.2f}" for d in inv.denom[:-1])
+    print(f"\nchain after {iters} iterations (seed {seed}): max s_G s_A per link {links}; "
+          f"cosine(block-tridiagonal step, block-diagonal step) {cosine(tri, bd):.3f}, norm ratio "
+          f"{float(tri.norm() / bd.norm()):.3f}")
 
 
 def draw_training(curves: dict, path: Path) -> None:
