@@ -314,3 +314,26 @@ def test_layer_missing_from_the_fisher_loss_is_a_clear_error():
     with pytest.raises(ValueError, match="different numbers of backward passes"):
         with pre.record_stats():
             h.pow(2).sum().backward()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_step_matches_cpu():
+    """The same K-FAC steps on CUDA and on the CPU (exact Gauss-Newton statistics, so no
+    sampling differs between the devices)."""
+    model, _ = mlp([3, 6, 6, 2])
+    x, y = torch.randn(64, 3), torch.randn(64, 2)
+    params = []
+    for device in ("cpu", "cuda"):
+        m = copy.deepcopy(model).to(device)
+        opt = acktr.KFAC(m, structure="block_tridiagonal", lr=0.5, inverse_every=2)
+        xd, yd = x.to(device), y.to(device)
+        for _ in range(3):
+            out = m(xd)
+            with opt.record_stats():
+                for loss in acktr.gauss_newton_losses(out):
+                    loss.backward(retain_graph=True)
+            opt.zero_grad()
+            (0.5 * (out - yd).pow(2).sum(1).mean()).backward()
+            opt.step()
+        params.append(torch.cat([p.detach().flatten().cpu() for p in m.parameters()]))
+    assert rel_err(params[1], params[0]) < 1e-9
