@@ -50,6 +50,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.acktr.exact when run as a script
 
 import acktr  # noqa: E402
+from acktr.chain import (  # noqa: E402
+    apply_chain_inverse,
+    chain_inverse,
+    chain_inverse_to_dense,
+    damped_factors,
+)
 from acktr.examples.data import load_digits  # noqa: E402
 from acktr.examples.training import (  # noqa: E402
     KFAC_EXAMPLE_DEFAULTS,
@@ -58,13 +64,7 @@ from acktr.examples.training import (  # noqa: E402
     make_task,
     train_step,
 )
-from acktr.tridiagonal import (  # noqa: E402
-    TridiagonalKFACPreconditioner,
-    apply_chain_inverse,
-    chain_inverse,
-    chain_inverse_to_dense,
-    damped_factors,
-)
+from acktr.tridiagonal import TridiagonalKFACPreconditioner  # noqa: E402
 from tests.acktr.exact import exact_categorical_fisher  # noqa: E402
 
 WIDTHS = (16, 16, 16, 16, 10)
