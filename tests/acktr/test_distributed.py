@@ -9,6 +9,7 @@ hanging it.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from datetime import timedelta
@@ -167,7 +168,9 @@ def _peer_fails(rank: int, out: Path, how: str) -> None:
             (out / f"rank{rank}.txt").write_text(
                 f"step {step} failed after {time.monotonic() - start:.1f}s: {e}"
             )
-            raise SystemExit(5) from e
+            # exit at once: tearing down a process group with a timed-out collective in it may
+            # abort (SIGABRT) in gloo's destructors, which would hide the exit status
+            os._exit(5)
 
 
 def _spawn(tmp_path: Path, job: str, arg: str, join: bool = True):
