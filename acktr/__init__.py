@@ -10,12 +10,16 @@ Public API of the core:
 * :class:`RNGD`: relative natural gradient (Sun & Nielsen 2017).
 * :class:`NoisyAdam`, :class:`NoisyKFAC`, :class:`BayesByBackprop`: variational Bayesian
   networks trained by noisy natural gradient (Zhang, Sun, Duvenaud & Grosse 2018).
+* :class:`TridiagonalKFACPreconditioner`: block-tridiagonal K-FAC (Martens & Grosse 2015,
+  section 4.3), also as ``KFAC(..., structure="block_tridiagonal")``.
+* :func:`average_gradients`: average ``.grad`` over torch.distributed ranks (distributed K-FAC).
 * :mod:`acktr.rbm`: restricted Boltzmann machines with FANG and the centering trick.
 """
 
 from __future__ import annotations
 
 from acktr.blocks import DiagonalBlock, KroneckerBlock
+from acktr.distributed import average_gradients
 from acktr.exact_ngd import ExactNGD
 from acktr.layers import Conv2dHelper, LayerHelper, LinearHelper, register_layer
 from acktr.linalg import CurvatureLinAlgError
@@ -24,6 +28,7 @@ from acktr.noisy import BayesByBackprop, NoisyAdam, NoisyKFAC
 from acktr.optimizer import KFAC
 from acktr.preconditioner import KFACPreconditioner
 from acktr.rngd import RNGD
+from acktr.tridiagonal import TridiagonalKFACPreconditioner
 
 __all__ = [
     "KFAC",
@@ -42,6 +47,8 @@ __all__ = [
     "NoisyAdam",
     "NoisyKFAC",
     "BayesByBackprop",
+    "TridiagonalKFACPreconditioner",
+    "average_gradients",
 ]
 
 __version__ = "0.1.0"
