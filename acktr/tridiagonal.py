@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from acktr.blocks import (
-    DampingScheme,
-    InverseMethod,
     KroneckerBlock,
     all_finite,
     ema_update,
@@ -29,8 +27,8 @@ from acktr.blocks import (
 from acktr.chain import ChainInverse, apply_chain_inverse, chain_inverse, chain_inverse_to_dense
 from acktr.distributed import reduce_statistics
 from acktr.linalg import CurvatureLinAlgError
-from acktr.preconditioner import Fallback, KFACPreconditioner, LossReduction
-from acktr.schedules import Schedule, check_positive
+from acktr.preconditioner import KFACPreconditioner
+from acktr.schedules import check_positive
 
 Structure = Literal["block_diagonal", "block_tridiagonal"]
 STRUCTURES: tuple[str, ...] = ("block_diagonal", "block_tridiagonal")
@@ -63,54 +61,42 @@ class TridiagonalKFACPreconditioner(KFACPreconditioner):
 
     Args:
         model: the network (see above).
-        damping: ``lambda`` (float or callable of the step), applied as factored Tikhonov damping
-            of the diagonal factors (section 6.3). Default 0.1. It is baked into the
-            factorization, so a change of its value triggers a refresh at the next step.
-        damping_scheme: only ``"tikhonov"`` (the default): eigenvalue-product damping
-            ``F~_{i,i} + lambda I`` is not a Kronecker product, so the chain's conditional
-            covariances would lose the structure appendix B inverts.
-        inverse_method: only ``"eigen"`` (the default; the refresh uses generalized
-            eigendecompositions).
-        async_inverse, stats_batch_size: not supported (must be False / None).
-        stat_decay, stats_every, inverse_every, fallback, loss_reduction, exclude: as for
-            :class:`~acktr.preconditioner.KFACPreconditioner` (defaults 0.95, 1, 10,
-            ``"diagonal"``, ``"mean"``, none).
+        **kwargs: the keyword arguments of :class:`~acktr.preconditioner.KFACPreconditioner`
+            (``damping``, ``stat_decay``, ``stats_every``, ``inverse_every``, ``fallback``,
+            ``loss_reduction``, ``exclude``, with its defaults), forwarded to it, except:
+
+            * ``damping``: ``lambda`` (float or callable of the step) is applied as factored
+              Tikhonov damping of the diagonal factors (section 6.3). It is baked into the
+              factorization, so a change of its value triggers a refresh at the next step.
+            * ``damping_scheme``: only ``"tikhonov"`` (here the default): eigenvalue-product
+              damping ``F~_{i,i} + lambda I`` is not a Kronecker product, so the chain's
+              conditional covariances would lose the structure appendix B inverts.
+            * ``inverse_method``: only ``"eigen"`` (the default; the refresh uses generalized
+              eigendecompositions).
+            * ``async_inverse``, ``stats_batch_size``: not supported (must be False / None).
+
+            Another value of a fixed option is a ``ValueError`` (see :attr:`FIXED_OPTIONS`).
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        damping: Schedule = 0.1,
-        stat_decay: float = 0.95,
-        stats_every: int = 1,
-        inverse_every: int = 10,
-        damping_scheme: DampingScheme = "tikhonov",
-        inverse_method: InverseMethod = "eigen",
-        fallback: Fallback = "diagonal",
-        loss_reduction: LossReduction = "mean",
-        exclude: Iterable[nn.Module | str] = (),
-        async_inverse: bool = False,
-        stats_batch_size: int | None = None,
-    ) -> None:
-        unsupported = {
-            "damping_scheme": (damping_scheme, "tikhonov", "factored Tikhonov damping of the "
-                               "diagonal factors, Martens & Grosse 2015 section 6.3"),
-            "inverse_method": (inverse_method, "eigen", "generalized eigendecompositions"),
-            "async_inverse": (async_inverse, False, "synchronous refreshes"),
-            "stats_batch_size": (stats_batch_size, None, "all rows"),
-        }
-        for name, (value, allowed, why) in unsupported.items():
+    #: The options the chain inverse fixes: their one supported value, and why.
+    FIXED_OPTIONS: dict[str, tuple[object, str]] = {
+        "damping_scheme": ("tikhonov", "factored Tikhonov damping of the diagonal factors, "
+                           "Martens & Grosse 2015 section 6.3"),
+        "inverse_method": ("eigen", "generalized eigendecompositions"),
+        "async_inverse": (False, "synchronous refreshes"),
+        "stats_batch_size": (None, "all rows"),
+    }
+
+    def __init__(self, model: nn.Module, **kwargs: Any) -> None:
+        for name, (allowed, why) in self.FIXED_OPTIONS.items():
+            value = kwargs.get(name, allowed)
             if value != allowed:
                 raise ValueError(
                     f"structure='block_tridiagonal' supports {name}={allowed!r} only ({why}), "
                     f"got {value!r}"
                 )
-        super().__init__(
-            model, damping=damping, stat_decay=stat_decay, stats_every=stats_every,
-            inverse_every=inverse_every, damping_scheme="tikhonov", inverse_method="eigen",
-            fallback=fallback, loss_reduction=loss_reduction, exclude=exclude,
-        )
+            kwargs[name] = allowed
+        super().__init__(model, **kwargs)
         self.chain: list[KroneckerBlock] = list(self.blocks.values())
         check_chain(self.chain)
         first = self.chain[0]
