@@ -397,6 +397,19 @@ class KFACPreconditioner:
             )
             self._reported_skips = total
 
+    def _precondition_blocks(self, damping: float) -> list[Tensor]:
+        """Precondition the Kronecker blocks' gradients in place (inside :meth:`step`, which
+        then does the fallback parameters); return their terms ``<Delta, grad>``."""
+        terms: list[Tensor] = []
+        for block in self.blocks.values():
+            grad = block.helper.grad_matrix()
+            if grad is None:
+                continue
+            delta = block.precondition(grad, damping, self.damping_scheme)  # type: ignore[arg-type]
+            terms.append(torch.dot(delta.reshape(-1), grad.reshape(-1)))
+            block.helper.set_grad_matrix(delta)
+        return terms
+
     @torch.no_grad()
     def step(self) -> Tensor:
         """Precondition every gradient in place: ``.grad <- (F + lambda)^-1 .grad``.
@@ -409,14 +422,7 @@ class KFACPreconditioner:
         if self.refresh_due():
             self.refresh()
         damping = check_positive("damping", self.damping, self.steps)
-        terms: list[Tensor] = []
-        for block in self.blocks.values():
-            grad = block.helper.grad_matrix()
-            if grad is None:
-                continue
-            delta = block.precondition(grad, damping, self.damping_scheme)  # type: ignore[arg-type]
-            terms.append(torch.dot(delta.reshape(-1), grad.reshape(-1)))
-            block.helper.set_grad_matrix(delta)
+        terms = self._precondition_blocks(damping)
         for block in self.diagonal_blocks.values():
             p = block.param
             if p.grad is None:

@@ -286,15 +286,10 @@ class TridiagonalKFACPreconditioner(KFACPreconditioner):
             raise RuntimeError("no chain inverse yet: record statistics and call refresh() first")
         return chain_inverse_to_dense(self.inverse, [(b.dim_g, b.dim_a) for b in self.chain])
 
-    @torch.no_grad()
-    def step(self) -> Tensor:
-        """Precondition every gradient in place: the chain's jointly with ``F^^-1``, the
-        fallback parameters as the block-diagonal preconditioner does. Returns ``sum_p
-        <Delta_p, grad_p>`` (0-dim device tensor) for the ACKTR trust region."""
-        self._check_recorded()
-        if self.refresh_due():
-            self.refresh()
-        damping = check_positive("damping", self.damping, self.steps)
+    def _precondition_blocks(self, damping: float) -> list[Tensor]:
+        """The chain's gradients jointly with ``F^^-1`` (``damping`` is baked into the chain
+        inverse); :meth:`step` (the block-diagonal preconditioner's) does the fallback
+        parameters as usual and returns ``sum_p <Delta_p, grad_p>`` for the ACKTR trust region."""
         terms: list[Tensor] = []
         grads = [b.helper.grad_matrix() for b in self.chain]
         if any(g is not None for g in grads):
@@ -310,19 +305,7 @@ class TridiagonalKFACPreconditioner(KFACPreconditioner):
                 delta = delta.to(grad.dtype)
                 terms.append((delta * grad).sum())
                 block.helper.set_grad_matrix(delta)
-        for block in self.diagonal_blocks.values():
-            p = block.param
-            if p.grad is not None:
-                delta = block.precondition(p.grad, damping)
-                terms.append((delta * p.grad).sum())
-                p.grad.copy_(delta)
-        for p in self.identity_params.values():
-            if p.grad is not None:
-                terms.append((p.grad * p.grad).sum())
-        self.steps += 1
-        if not terms:
-            return torch.zeros(())
-        return torch.stack([t.to(terms[0].dtype) for t in terms]).sum()
+        return terms
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, object]:
