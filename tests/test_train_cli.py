@@ -6,7 +6,6 @@ import signal
 from pathlib import Path
 
 import pytest
-import torch
 
 import agents.trainer as trainer
 import train
@@ -15,12 +14,7 @@ TINY = ["--timesteps", "64", "--num-envs", "2", "--set", "algo.num_steps=8", "--
         "run.eval_episodes=1", "--no-progress", "--no-tensorboard"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

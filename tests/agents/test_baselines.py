@@ -29,13 +29,7 @@ from agents.baselines import (  # noqa: E402
 from agents.config import Config, EnvConfig  # noqa: E402
 from agents.evaluate import evaluate, make_env_from_config, run_episodes  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_mujoco_v5_ids_use_the_zoos_v4_and_v3_entries():

@@ -31,13 +31,7 @@ PONG = ("atari.yaml", "env.num_envs=2", "algo.num_steps=5")
 CLOCK_COLUMNS = ("wall_seconds", "fps")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread is faster and immune to other processes' load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_cfg(config: str, *overrides: str, updates: int | None = None) -> Config:
