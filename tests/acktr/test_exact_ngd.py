@@ -29,6 +29,21 @@ def linear_net(widths: list[int], bias: bool = False) -> tuple[nn.Sequential, li
     return nn.Sequential(*layers), layers
 
 
+def backward_stats_and_loss(
+    opt: ExactNGD, out: torch.Tensor, y: torch.Tensor, exact: bool = False
+) -> torch.Tensor:
+    """Record the statistics of ``out`` (a Fisher loss with sampled targets, or with ``exact``
+    the Gauss-Newton losses), then backpropagate the training loss into ``.grad``; returns it."""
+    with opt.record_stats():
+        stats_losses = gauss_newton_losses(out) if exact else [fisher_loss(out, "gaussian")]
+        for stats_loss in stats_losses:
+            stats_loss.backward(retain_graph=True)
+    opt.zero_grad()
+    loss = mse(out, y)
+    loss.backward()
+    return loss
+
+
 def ngd_update(
     widths: list[int], bias: bool = False, damping: float = 0.0, n: int = 200
 ) -> tuple[nn.Sequential, list[nn.Linear], torch.Tensor, torch.Tensor, torch.Tensor, dict]:
@@ -39,11 +54,7 @@ def ngd_update(
     x, y = torch.randn(n, widths[0]), torch.randn(n, widths[-1])
     opt = ExactNGD(model, lr=1.0, damping=damping)
     out = model(x)
-    with opt.record_stats():
-        for loss in gauss_newton_losses(out):
-            loss.backward(retain_graph=True)
-    opt.zero_grad()
-    mse(out, y).backward()
+    backward_stats_and_loss(opt, out, y, exact=True)
     before = flat_params(layers)
     state = [p.detach().clone() for p in model.parameters()]
     opt.step()
@@ -156,11 +167,7 @@ def test_damped_step_matches_eq20():
     x, y = torch.randn(64, 3), torch.randn(64, 2)
     opt = ExactNGD(model, lr=alpha, damping=lam)
     out = model(x)
-    with opt.record_stats():
-        for loss in gauss_newton_losses(out):
-            loss.backward(retain_graph=True)
-    opt.zero_grad()
-    mse(out, y).backward()
+    backward_stats_and_loss(opt, out, y, exact=True)
     grads = [m.weight.grad.clone() for m in layers]
     opt.step()
     sigma = x.T @ x / len(x)
@@ -200,11 +207,7 @@ def test_closure_gives_rho_and_adapts_damping():
     x, y = torch.randn(50, 3), torch.randn(50, 2)
     opt = ExactNGD(model, lr=0.8, damping=0.05)
     out = model(x)
-    with opt.record_stats():
-        fisher_loss(out, "gaussian").backward(retain_graph=True)
-    opt.zero_grad()
-    loss = mse(out, y)
-    loss.backward()
+    loss = backward_stats_and_loss(opt, out, y)
     grads = [m.weight.grad.clone() for m in layers]
     directions = opt.natural_gradient()
     quad = sum(float((directions[n] * g).sum()) for n, g in zip(("0", "1"), grads, strict=True))
@@ -259,11 +262,7 @@ def test_nonlinear_mlp_trains():
     first = None
     for _ in range(30):
         out = model(x)
-        with opt.record_stats():
-            fisher_loss(out, "gaussian").backward(retain_graph=True)
-        opt.zero_grad()
-        loss = mse(out, y)
-        loss.backward()
+        loss = backward_stats_and_loss(opt, out, y)
         first = first if first is not None else float(loss.detach())
         opt.step(lambda: mse(model(x), y), loss=loss)
     assert float(mse(model(x), y).detach()) < 0.3 * first
@@ -281,10 +280,7 @@ def test_state_dict_round_trip():
     x, y = torch.randn(20, 3), torch.randn(20, 2)
     opt = ExactNGD(model, damping=0.1, stat_decay=0.5)
     out = model(x)
-    with opt.record_stats():
-        fisher_loss(out, "gaussian").backward(retain_graph=True)
-    opt.zero_grad()
-    mse(out, y).backward()
+    backward_stats_and_loss(opt, out, y)
     opt.step(lambda: mse(model(x), y))
     other = ExactNGD(model)
     other.load_state_dict(opt.state_dict())
