@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 import acktr
@@ -32,6 +31,7 @@ from acktr.distributed import (
     reduce_statistics,
 )
 from acktr.layers import helper_for
+from tests.spawn import spawn_ranks
 
 WORLD = 2
 B = 6  # examples per rank; the single-process reference uses WORLD * B
@@ -174,23 +174,8 @@ def _peer_fails(rank: int, out: Path, how: str) -> None:
 
 
 def _spawn(tmp_path: Path, job: str, arg: str, join: bool = True):
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(r, str(tmp_path), job, arg)) for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    if join:
-        _join(procs)
-    return procs
-
-
-def _join(procs, timeout: float = JOIN_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        p.join(max(deadline - time.monotonic(), 0.1))
-    alive = [p for p in procs if p.is_alive()]
-    for p in alive:
-        p.kill()
-    assert not alive, f"{len(alive)} rank(s) still running after {timeout}s: hang"
+    timeout = JOIN_TIMEOUT_S if join else None
+    return spawn_ranks(_worker, WORLD, str(tmp_path), job, arg, join_timeout=timeout)
 
 
 def _errors(tmp_path: Path) -> str:

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import agents.trainer as trainer
 from agents.config import load_config
@@ -32,6 +31,7 @@ from agents.distributed import (
     standardize_over_ranks,
 )
 from agents.returns import standardize
+from tests.spawn import spawn_ranks
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
@@ -178,17 +178,7 @@ JOBS = {"resume": _job_resume, "config": _job_config, "crash": _job_crash}
 
 
 def _spawn(tmp_path: Path, job: str) -> None:
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(r, str(tmp_path), job)) for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + TIMEOUT_S
-    for p in procs:
-        p.join(max(deadline - time.monotonic(), 0.1))
-    alive = [p for p in procs if p.is_alive()]
-    for p in alive:
-        p.kill()
-    assert not alive, f"{len(alive)} rank(s) hung"
+    spawn_ranks(_worker, WORLD, str(tmp_path), job, join_timeout=TIMEOUT_S)
 
 
 @pytest.mark.medium
