@@ -19,11 +19,27 @@ teach K-FAC a new layer with :func:`register_layer`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+@contextmanager
+def stashed_grads(params: Sequence[Tensor]) -> Iterator[None]:
+    """Set the ``.grad`` of ``params`` to None for the duration of the context, then put the
+    previous gradients back (also on an exception): backward passes run inside (a Fisher loss's,
+    for curvature statistics) leave ``.grad`` as it was."""
+    stash = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    try:
+        yield
+    finally:
+        for p, g in zip(params, stash, strict=True):
+            p.grad = g
 
 
 class LayerHelper(ABC):

@@ -47,7 +47,7 @@ from acktr.distributed import (
     reduce_statistics,
     update_sharding,
 )
-from acktr.layers import helper_for, registered_types
+from acktr.layers import helper_for, registered_types, stashed_grads
 from acktr.schedules import (
     Schedule,
     check_choice,
@@ -278,16 +278,14 @@ class KFACPreconditioner:
         params = [p for b in self.blocks.values() for p in b.helper.params()]
         params += [b.param for b in self.diagonal_blocks.values()]
         params += list(self.identity_params.values())
-        stash = [p.grad for p in params]
-        for p in params:
-            p.grad = None
-        self._recording = True
         try:
-            yield
+            with stashed_grads(params):
+                self._recording = True
+                try:
+                    yield
+                finally:
+                    self._recording = False
         finally:
-            self._recording = False
-            for p, g in zip(params, stash, strict=False):
-                p.grad = g
             self._seen_calls.clear()
             self._subsets.clear()
             self._commit_stats()

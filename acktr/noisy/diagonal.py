@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from acktr.blocks import DiagonalBlock
-from acktr.layers import LayerHelper, helper_for
+from acktr.layers import LayerHelper, helper_for, stashed_grads
 
 
 def warmup_decay(decay: float, n_updates: int) -> float:
@@ -106,16 +106,14 @@ class DiagonalFisher:
         if self._recording:
             raise RuntimeError("record_stats() contexts cannot be nested")
         params = [b.param for b in self.blocks.values()]
-        stash = [p.grad for p in params]
-        for p in params:
-            p.grad = None
-        self._recording = True
         try:
-            yield
+            with stashed_grads(params):
+                self._recording = True
+                try:
+                    yield
+                finally:
+                    self._recording = False
         finally:
-            self._recording = False
-            for p, g in zip(params, stash, strict=True):
-                p.grad = g
             self._commit(decay)
 
     def _commit(self, decay: float) -> None:
