@@ -27,23 +27,18 @@ Choices where the box leaves room, stated once:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import torch
 from torch import Tensor, nn
 
-from acktr.noisy.common import (
-    check_betas,
-    check_elbo_constants,
-    intrinsic_damping,
-    sampled_weights,
-)
+from acktr.noisy.common import NoisyOptimizer, check_betas, check_elbo_constants, check_model
 from acktr.noisy.diagonal import DiagonalFisher
-from acktr.schedules import Schedule, check_non_negative, check_positive, resolve
+from acktr.schedules import Schedule, check_non_negative, check_positive
 
 
-class NoisyAdam(torch.optim.Optimizer):
+class NoisyAdam(NoisyOptimizer):
     """Noisy Adam (NG_FFG): a diagonal Gaussian posterior fitted by noisy natural gradient.
 
     Loop (the model's parameters hold the posterior means outside ``sample()``)::
@@ -84,8 +79,7 @@ class NoisyAdam(torch.optim.Optimizer):
         damping_ex: float = 0.0,
         init_std: float = 1e-3,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_model(model)
         check_elbo_constants(n_data, kl_weight, prior_var)
         check_positive("lr", lr)
         check_non_negative("damping_ex", damping_ex)
@@ -93,16 +87,12 @@ class NoisyAdam(torch.optim.Optimizer):
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError(f"{type(model).__name__} has no trainable parameters")
-        super().__init__([p for _, p in named], {"lr": resolve(lr, 0)})
-        self._lr: Callable[[int], float] | None = lr if callable(lr) else None
+        super().__init__([p for _, p in named], lr)
         self.betas = check_betas(betas)
-        self.n_data, self.kl_weight, self.prior_var = n_data, float(kl_weight), float(prior_var)
-        self.damping_in = intrinsic_damping(n_data, kl_weight, prior_var)
+        self._set_elbo_constants(n_data, kl_weight, prior_var)
         self.damping_ex = float(damping_ex)
         self.fisher = DiagonalFisher(model)
         self.blocks = self.fisher.blocks
-        self.steps = 0
-        self._sample: list[Tensor] | None = None
 
     # ------------------------------------------------------------------ the posterior
     def _params(self) -> list[Tensor]:
@@ -128,12 +118,6 @@ class NoisyAdam(torch.optim.Optimizer):
         noise = [v.sqrt() * torch.randn_like(v) for v in self.posterior_variance().values()]
         return self._sampled(noise)
 
-    @contextmanager
-    def _sampled(self, noise: list[Tensor]) -> Iterator[None]:
-        with sampled_weights(self._params(), noise) as samples:
-            self._sample = samples
-            yield
-
     # ------------------------------------------------------------------ statistics
     def record_stats(self) -> AbstractContextManager[None]:
         """Backward passes of a Fisher loss (batch mean, sampled targets) inside this context
@@ -145,22 +129,13 @@ class NoisyAdam(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Algorithm 1's update of the momentum and the means from the gradients at the sample."""
-        if closure is not None:
-            raise ValueError("NoisyAdam.step() takes no closure: compute the loss inside sample()")
-        if self._sample is None:
-            raise RuntimeError(
-                "NoisyAdam.step() needs gradients at a posterior sample: run the forward and "
-                "backward passes inside `with opt.sample():` before every step"
-            )
+        self._check_step(closure)
         if not any(b.recorded for b in self.blocks.values()):
             raise RuntimeError(
                 "NoisyAdam.step() before any Fisher statistics: backpropagate a Fisher loss "
                 "(acktr.fisher_loss) inside `with opt.record_stats():` first"
             )
-        group = self.param_groups[0]
-        if self._lr is not None:
-            group["lr"] = resolve(self._lr, self.steps)
-        lr = check_positive("lr", group["lr"])
+        lr = self._step_lr()
         beta1 = self.betas[0]
         gamma = self.damping_in + self.damping_ex
         correction = 1.0 - beta1 ** (self.steps + 1)
@@ -184,18 +159,12 @@ class NoisyAdam(torch.optim.Optimizer):
         self.fisher.remove_hooks()
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, object]:  # type: ignore[override]
-        """Momentum buffers and hyperparameters, plus the Fisher estimates and the step count."""
-        state = super().state_dict()
-        state["noisy"] = {"steps": self.steps,
-                          "fisher": {n: b.state_dict() for n, b in self.blocks.items()}}
-        return state
+    # state_dict(): momentum buffers and hyperparameters, plus the Fisher estimates and the step
+    # count (NoisyOptimizer's).
+    def _posterior_state(self) -> dict[str, object]:
+        return {"fisher": {n: b.state_dict() for n, b in self.blocks.items()}}
 
-    def load_state_dict(self, state_dict: dict[str, object]) -> None:  # type: ignore[override]
-        state = dict(state_dict)
-        if "noisy" not in state:
-            raise ValueError("not a NoisyAdam state dict: missing 'noisy'")
-        noisy: dict = state.pop("noisy")  # type: ignore[assignment]
+    def _load_posterior_state(self, noisy: dict) -> None:
         if set(noisy["fisher"]) != set(self.blocks):
             raise ValueError(
                 f"NoisyAdam state has parameters {sorted(noisy['fisher'])}, the model has "
@@ -203,5 +172,3 @@ class NoisyAdam(torch.optim.Optimizer):
             )
         for name, s in noisy["fisher"].items():
             self.blocks[name].load_state_dict(s)
-        self.steps = int(noisy["steps"])
-        super().load_state_dict(state)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from acktr.noisy.common import check_betas, check_elbo_constants, sampled_weights
+from acktr.noisy.common import check_betas, check_elbo_constants, check_model, sampled_weights
 
 
 class BayesByBackprop(torch.optim.Adam):
@@ -52,8 +52,7 @@ class BayesByBackprop(torch.optim.Adam):
         prior_var: float = 1.0,
         init_std: float = 1e-2,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_model(model)
         check_elbo_constants(n_data, kl_weight, prior_var)
         if not isinstance(init_std, (int, float)) or not math.isfinite(init_std) or init_std <= 0:
             raise ValueError(f"init_std must be a finite number > 0, got {init_std!r}")

@@ -19,11 +19,19 @@ there are gradients at the sample, which ``step()`` turns into an update of the 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from acktr.schedules import Schedule, check_positive, resolve
+
+
+def check_model(model: nn.Module) -> None:
+    """Raise a ``TypeError`` unless ``model`` is an ``nn.Module``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
 
 
 def check_elbo_constants(n_data: int, kl_weight: float, prior_var: float) -> None:
@@ -65,3 +73,76 @@ def sampled_weights(params: Sequence[Tensor], noise: Sequence[Tensor]) -> Iterat
         with torch.no_grad():
             for p, m in zip(params, means, strict=True):
                 p.copy_(m)
+
+
+class NoisyOptimizer(torch.optim.Optimizer):
+    """What :class:`~acktr.noisy.NoisyAdam` and :class:`~acktr.noisy.NoisyKFAC` share: one
+    parameter group whose ``lr`` may be a schedule, the ELBO's constants, the posterior sample
+    that ``sample()`` writes and ``step()`` consumes, the step count, and state dicts with the
+    optimizer's own state under ``"noisy"``.
+
+    A subclass calls :meth:`_set_elbo_constants` and this ``__init__``, implements
+    :meth:`_params` (the parameters holding the posterior means, in the order of the noise that
+    :meth:`_sampled` takes), :meth:`_posterior_state` and :meth:`_load_posterior_state`.
+    """
+
+    def __init__(self, params: list[Tensor], lr: Schedule) -> None:
+        super().__init__(params, {"lr": resolve(lr, 0)})
+        self._lr: Callable[[int], float] | None = lr if callable(lr) else None
+        self.steps = 0
+        self._sample: list[Tensor] | None = None
+
+    def _set_elbo_constants(self, n_data: int, kl_weight: float, prior_var: float) -> None:
+        """``N``, ``lambda``, ``eta`` (checked before) and ``gamma_in = lambda / (N eta)``."""
+        self.n_data, self.kl_weight, self.prior_var = n_data, float(kl_weight), float(prior_var)
+        self.damping_in = intrinsic_damping(n_data, kl_weight, prior_var)
+
+    def _params(self) -> list[Tensor]:
+        raise NotImplementedError
+
+    @contextmanager
+    def _sampled(self, noise: list[Tensor]) -> Iterator[None]:
+        with sampled_weights(self._params(), noise) as samples:
+            self._sample = samples
+            yield
+
+    def _check_step(self, closure: Callable[[], float] | None) -> None:
+        """Refuse a closure, or a step without gradients at a sample."""
+        name = type(self).__name__
+        if closure is not None:
+            raise ValueError(f"{name}.step() takes no closure: compute the loss inside sample()")
+        if self._sample is None:
+            raise RuntimeError(
+                f"{name}.step() needs gradients at a posterior sample: run the forward and "
+                "backward passes inside `with opt.sample():` before every step"
+            )
+
+    def _step_lr(self) -> float:
+        """This step's ``lr`` (from the schedule, if any, written into the group), checked."""
+        group = self.param_groups[0]
+        if self._lr is not None:
+            group["lr"] = resolve(self._lr, self.steps)
+        return check_positive("lr", group["lr"])
+
+    # ------------------------------------------------------------------ state
+    def _posterior_state(self) -> dict[str, object]:
+        raise NotImplementedError
+
+    def _load_posterior_state(self, noisy: dict) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, object]:  # type: ignore[override]
+        """The optimizer's state dict plus, under ``"noisy"``, the step count and the
+        curvature estimates."""
+        state = super().state_dict()
+        state["noisy"] = {"steps": self.steps, **self._posterior_state()}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, object]) -> None:  # type: ignore[override]
+        state = dict(state_dict)
+        if "noisy" not in state:
+            raise ValueError(f"not a {type(self).__name__} state dict: missing 'noisy'")
+        noisy: dict = state.pop("noisy")  # type: ignore[assignment]
+        self._load_posterior_state(noisy)
+        self.steps = int(noisy["steps"])
+        super().load_state_dict(state)

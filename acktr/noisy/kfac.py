@@ -33,8 +33,8 @@ negative log-likelihood at the sample, and ``mu <- mu - alpha [S^gamma]^-1 (grad
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 
 import torch
 from torch import Tensor, nn
@@ -42,10 +42,10 @@ from torch import Tensor, nn
 from acktr.blocks import tikhonov_pi
 from acktr.layers import registered_types
 from acktr.linalg import safe_eigh
-from acktr.noisy.common import check_elbo_constants, intrinsic_damping, sampled_weights
+from acktr.noisy.common import NoisyOptimizer, check_elbo_constants
 from acktr.noisy.diagonal import warmup_decay
 from acktr.preconditioner import KFACPreconditioner
-from acktr.schedules import Schedule, check_non_negative, check_positive, resolve
+from acktr.schedules import Schedule, check_non_negative, check_positive
 
 
 def damped_inverse_sqrt(factor: Tensor, shift: float) -> Tensor:
@@ -54,7 +54,7 @@ def damped_inverse_sqrt(factor: Tensor, shift: float) -> Tensor:
     return (q * (d + shift).rsqrt()) @ q.T
 
 
-class NoisyKFAC(torch.optim.Optimizer):
+class NoisyKFAC(NoisyOptimizer):
     """Noisy K-FAC (NG_MVG): a matrix-variate Gaussian posterior per layer, fitted by noisy
     natural gradient with the K-FAC Fisher.
 
@@ -107,8 +107,7 @@ class NoisyKFAC(torch.optim.Optimizer):
         check_positive("lr", lr)
         check_non_negative("damping_ex", damping_ex)
         self.init_std = check_positive("init_std", init_std)
-        self.n_data, self.kl_weight, self.prior_var = n_data, float(kl_weight), float(prior_var)
-        self.damping_in = intrinsic_damping(n_data, kl_weight, prior_var)
+        self._set_elbo_constants(n_data, kl_weight, prior_var)
         self.damping_ex = float(damping_ex)
         self.preconditioner = KFACPreconditioner(
             model,
@@ -130,10 +129,7 @@ class NoisyKFAC(torch.optim.Optimizer):
             )
         self.blocks = self.preconditioner.blocks
         self.stat_decay = self.preconditioner.stat_decay
-        super().__init__(self._params(), {"lr": resolve(lr, 0)})
-        self._lr: Callable[[int], float] | None = lr if callable(lr) else None
-        self.steps = 0
-        self._sample: list[Tensor] | None = None
+        super().__init__(self._params(), lr)
         self._sqrt_factors: dict[str, tuple[Tensor, Tensor]] = {}
         self._refresh_posterior()
 
@@ -184,12 +180,6 @@ class NoisyKFAC(torch.optim.Optimizer):
         """
         return self._sampled(self._noise())
 
-    @contextmanager
-    def _sampled(self, noise: list[Tensor]) -> Iterator[None]:
-        with sampled_weights(self._params(), noise) as samples:
-            self._sample = samples
-            yield
-
     # ------------------------------------------------------------------ statistics
     def record_stats(self) -> AbstractContextManager[None]:
         """Context recording the K-FAC factors from a Fisher-loss backward (the core's), with
@@ -209,17 +199,8 @@ class NoisyKFAC(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Algorithm 2's update of the means (refreshing inverses and posterior when due)."""
-        if closure is not None:
-            raise ValueError("NoisyKFAC.step() takes no closure: compute the loss inside sample()")
-        if self._sample is None:
-            raise RuntimeError(
-                "NoisyKFAC.step() needs gradients at a posterior sample: run the forward and "
-                "backward passes inside `with opt.sample():` before every step"
-            )
-        group = self.param_groups[0]
-        if self._lr is not None:
-            group["lr"] = resolve(self._lr, self.steps)
-        lr = check_positive("lr", group["lr"])
+        self._check_step(closure)
+        lr = self._step_lr()
         pre = self.preconditioner
         pre.steps = self.steps
         # During the factors' running-mean warm-up they change fast, and an inverse from the
@@ -244,21 +225,16 @@ class NoisyKFAC(torch.optim.Optimizer):
         return None
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, object]:  # type: ignore[override]
-        """Hyperparameters, the K-FAC state and the step count (the posterior's square-root
-        factors are recomputed from the factors on load)."""
-        state = super().state_dict()
-        state["noisy"] = {"steps": self.steps, "kfac": self.preconditioner.state_dict()}
-        return state
+    # state_dict(): hyperparameters, the K-FAC state and the step count (the posterior's
+    # square-root factors are recomputed from the factors on load).
+    def _posterior_state(self) -> dict[str, object]:
+        return {"kfac": self.preconditioner.state_dict()}
+
+    def _load_posterior_state(self, noisy: dict) -> None:
+        self.preconditioner.load_state_dict(noisy["kfac"])
 
     def load_state_dict(self, state_dict: dict[str, object]) -> None:  # type: ignore[override]
-        state = dict(state_dict)
-        if "noisy" not in state:
-            raise ValueError("not a NoisyKFAC state dict: missing 'noisy'")
-        noisy: dict = state.pop("noisy")  # type: ignore[assignment]
-        self.preconditioner.load_state_dict(noisy["kfac"])
-        self.steps = int(noisy["steps"])
-        super().load_state_dict(state)
+        super().load_state_dict(state_dict)
         self._refresh_posterior()
 
     def layers(self) -> Iterable[str]:
