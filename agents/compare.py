@@ -14,19 +14,19 @@ Every algorithm runs on the same env ids, seeds, budget and evaluation protocol:
   seeded ``seed + 10000``, with the run's observation-normalization statistics);
 - wall-clock counts training only (environment steps and updates), not evaluation.
 
-Our agents are evaluated between segments of one run: the trainer's exact resume continues a
-run bit for bit, so training to ``g_1``, evaluating, resuming to ``g_2``, ... is the
-uninterrupted run. One exception: a K-FAC learning rate decayed linearly over the run
-(``algo.lr_schedule: linear``, ACKTR in the Atari and classic configs) would restart its decay
-at every segment, so compare runs such configs with a constant rate instead and says so in
-``summary.md``.
+Our agents are evaluated during one uninterrupted ``train()`` call (its ``after_update`` hook)
+on fresh envs, with a deterministic policy, so evaluating does not change the run: its
+parameters, and a learning rate decayed linearly over the run (``algo.lr_schedule: linear``,
+ACKTR in the Atari and classic configs), are those of a plain ``train()`` of the same config.
+The run lasts until the last evaluation point (the first update boundary at or past ``T``).
 
 Layout of ``--out``: ``runs/<env>/<algo>/seed<N>/`` (``spec.json``, ``log.txt``, ``evals.csv``,
 ``done.json`` once finished, ``train/`` for our trainer's files), and at the top
 ``results.csv``, ``curves_<env>.png``, ``summary.md`` and ``compare.json`` (settings and the
 commands that ran). Rerunning a command skips the finished runs; an unfinished run of ours
-continues exactly from its last evaluation point (its trainer checkpoint), an unfinished
-baseline starts over. A finished run made with other settings is an error, not silently mixed.
+continues exactly from its last evaluation point (the trainer checkpoints at every one), an
+unfinished baseline starts over. A finished run made with other settings is an error, not
+silently mixed.
 """
 
 from __future__ import annotations
@@ -63,8 +63,6 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / "configs"
 FAMILY_CONFIGS = {"atari": "atari.yaml", "mujoco": "mujoco.yaml", "gym": "classic.yaml"}
 THRESHOLDS_FILE = CONFIG_DIR / "baselines" / "thresholds.yaml"
-LINEAR_NOTE = ("K-FAC lr schedule 'linear' replaced by 'constant': evaluating between segments "
-               "of a run would restart a linear decay at every evaluation point")
 
 
 @dataclass(frozen=True)
@@ -234,47 +232,74 @@ def segment_updates(grid: Sequence[int], batch: int) -> list[int]:
 
 def train_ours(spec: RunSpec, run_dir: Path, on_point: PointFn,
                evaluated: Sequence[int] = ()) -> dict[str, Any]:
-    """Train our ``acktr``/``a2c`` in segments ending at the evaluation points (exact resume in
-    between), evaluating at the end of each through the trainer's final evaluation.
+    """Train our ``acktr``/``a2c`` in one ``train()`` call, evaluating at the evaluation points
+    (:func:`segment_updates`) from its ``after_update`` hook as the trainer's final evaluation
+    does (the last point is that final evaluation); wall-clock excludes the evaluations.
 
-    A run stopped part-way continues from its last segment's checkpoint in ``run_dir/train``
-    (exactly, as the trainer resumes); ``evaluated`` lists the timesteps already evaluated, and
-    a checkpoint whose evaluation is missing is evaluated first.
+    The trainer checkpoints at every evaluation point (and nowhere else), so a run stopped
+    part-way continues exactly from its last evaluation point in ``run_dir/train``;
+    ``evaluated`` lists the timesteps already evaluated, and a checkpoint whose evaluation is
+    missing is evaluated first.
     """
     from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint
-    from agents.trainer import train
+    from agents.evaluate import evaluate
+    from agents.trainer import resolve_device, train
 
-    cfg = our_config(spec)
-    notes = []
-    sets = ["run.checkpoint_every=0"]
-    if cfg.algo.algo == "acktr" and not cfg.algo.separate_critic and (
-            cfg.algo.lr_schedule == "linear"):
-        sets.append("algo.lr_schedule=constant")
-        notes.append(LINEAR_NOTE)
-    updates = segment_updates(spec.grid, cfg.batch_size)
+    base = our_config(spec)
+    updates = segment_updates(spec.grid, base.batch_size)
+    # The run ends at the last evaluation point: a linear lr decays over exactly these updates.
+    cfg = our_config(spec, extra=["run.checkpoint_every=0",
+                                  f"run.total_timesteps={updates[-1] * base.batch_size}"])
+    device = resolve_device(cfg.run.device)
     train_dir = run_dir / "train"
-    reached = -1
+    ckpt = None
     if (train_dir / CHECKPOINT_NAME).is_file():
-        reached = int(load_checkpoint(train_dir / CHECKPOINT_NAME)["progress"]["timesteps"])
-    summary: dict[str, Any] = {}
-    for u in updates:
-        t = u * cfg.batch_size
-        if t < reached or (t == reached and t in evaluated):
-            continue
-        seg = our_config(spec, extra=sets + [f"run.total_timesteps={t}"])
-        summary = train(seg, train_dir, resume=reached > 0, progress_bar=False,
-                        tensorboard=False)
-        reached = int(summary["timesteps"])
+        ckpt = load_checkpoint(train_dir / CHECKPOINT_NAME)
+    reached = int(ckpt["progress"]["timesteps"]) if ckpt is not None else 0
+    last = updates[-1] * cfg.batch_size
+    if last in evaluated and reached == last and (train_dir / "summary.json").is_file():
+        summary = json.loads((train_dir / "summary.json").read_text())  # finished before
+    else:
+        if ckpt is not None and reached in {u * cfg.batch_size for u in updates[:-1]} and (
+                reached not in evaluated):  # stopped while evaluating at this point
+            mean, std = _evaluate_checkpoint(cfg, ckpt, spec.eval_episodes, device)
+            on_point(reached, mean, std, float(ckpt["progress"]["wall_seconds"]))
+        del ckpt
+        points = set(updates[:-1])  # the last one is the trainer's final evaluation
+
+        def after_update(progress, policy, env) -> None:
+            if progress.update in points:
+                returns, _ = evaluate(policy, cfg, spec.eval_episodes, device, env.state_dict())
+                on_point(progress.timesteps, float(returns.mean()), float(returns.std()),
+                         progress.wall_seconds)
+
+        summary = train(cfg, train_dir, resume=reached > 0, progress_bar=False,
+                        tensorboard=False, after_update=after_update, checkpoint_at=updates)
         if summary["interrupted"]:
             raise KeyboardInterrupt
         on_point(int(summary["timesteps"]), summary["final_return_mean"],
                  summary["final_return_std"], summary["wall_seconds"])
-    if not summary:  # every point evaluated before: the last segment's own summary
-        summary = json.loads((train_dir / "summary.json").read_text())
     return {"timesteps": summary["timesteps"], "wall_seconds": summary["wall_seconds"],
             "fps": summary["fps"], "updates": summary["updates"], "device": summary["device"],
             "batch_size": cfg.batch_size, "source": f"configs/{family_config(spec.env_id).name}",
-            "notes": notes}
+            "notes": []}
+
+
+def _evaluate_checkpoint(cfg, ckpt: dict[str, Any], episodes: int,
+                         device) -> tuple[float, float]:
+    """The evaluation ``train_ours`` makes at a checkpoint's update, from the checkpoint (its
+    policy and normalization statistics)."""
+    from agents.evaluate import evaluate, make_env_from_config
+    from agents.policies import make_policy
+
+    probe = make_env_from_config(cfg, num_envs=1, training=False)
+    try:
+        policy = make_policy(probe.observation_space, probe.action_space, cfg.policy)
+    finally:
+        probe.close()
+    policy.to(device).load_state_dict(ckpt["policy"])
+    returns, _ = evaluate(policy, cfg, episodes, device, ckpt["env"])
+    return float(returns.mean()), float(returns.std())
 
 
 def train_sb3(spec: RunSpec, on_point: PointFn) -> dict[str, Any]:

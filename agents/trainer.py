@@ -1,8 +1,8 @@
 """The training loop: rollouts, updates, logging, checkpoints, final evaluation.
 
 A run directory holds ``config.yaml`` (the resolved config), TensorBoard event files,
-``progress.csv``, ``checkpoint.pt`` (every ``run.checkpoint_every`` updates, at the end, and on
-Ctrl-C) and, at the end, ``summary.json``.
+``progress.csv``, ``checkpoint.pt`` (every ``run.checkpoint_every`` updates, at the updates
+``train(checkpoint_at=...)`` names, at the end, and on Ctrl-C) and, at the end, ``summary.json``.
 
 Exact resume: a checkpoint taken between updates holds the model, the optimizers, the torch RNG
 streams, the counters, the observation the learner holds and a snapshot of the environments
@@ -22,12 +22,14 @@ import threading
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -295,6 +297,8 @@ def train(
     progress_bar: bool = True,
     tensorboard: bool = True,
     dist: DistContext = SINGLE,
+    after_update: Callable[[Progress, nn.Module, VecEnv], None] | None = None,
+    checkpoint_at: Collection[int] = (),
 ) -> dict[str, Any]:
     """Train the agent ``cfg`` describes, writing everything into ``run_dir``.
 
@@ -312,6 +316,17 @@ def train(
             it runs ``env.num_envs / world_size`` envs, gradients and curvature statistics are
             averaged over ranks, and only rank 0 writes logs, ``checkpoint.pt``, the
             evaluation and ``summary.json`` (see ``agents.distributed``). Default: one process.
+        after_update: called after every update (after its checkpoint, if one is due) with the
+            counters, the policy and the training env (``env.state_dict()`` holds the
+            normalization statistics), e.g. to evaluate part-way (``agents.compare`` does). Its
+            time is not counted in ``wall_seconds``. It must leave the policy, the env and the
+            RNG streams as they were for the run to stay the uninterrupted one (evaluating on
+            fresh envs with a deterministic policy, as ``agents.evaluate.evaluate``, does). It
+            is called on every rank of a multi-process run with that rank's envs (``compare``
+            runs single-process). Default None.
+        checkpoint_at: update counts after which a checkpoint is also saved (besides every
+            ``run.checkpoint_every``), e.g. those where ``after_update`` evaluates, so that a
+            resumed run continues from there. Default: none.
 
     Returns:
         The summary also written to ``summary.json``. Ctrl-C finishes the current update,
@@ -330,7 +345,8 @@ def train(
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with peer_failures(dist):
-            return _train(cfg, run_dir, env, device, ckpt, progress_bar, tensorboard, dist)
+            return _train(cfg, run_dir, env, device, ckpt, progress_bar, tensorboard, dist,
+                          after_update, frozenset(checkpoint_at))
     finally:
         env.close()
 
@@ -338,6 +354,8 @@ def train(
 def _train(
     cfg: Config, run_dir: Path, env: VecEnv, device: torch.device, ckpt: dict[str, Any] | None,
     progress_bar: bool, tensorboard: bool, dist: DistContext,
+    after_update: Callable[[Progress, nn.Module, VecEnv], None] | None = None,
+    checkpoint_at: Collection[int] = (),
 ) -> dict[str, Any]:
     policy = make_policy(env.observation_space, env.action_space, cfg.policy).to(device)
     sync_module(policy, dist)
@@ -398,8 +416,12 @@ def _train(
                 ):
                     logger.log(progress.timesteps, _log_row(progress, metrics_to_floats(metrics)))
                 every = cfg.run.checkpoint_every
-                if every and progress.update % every == 0:
+                if (every and progress.update % every == 0) or progress.update in checkpoint_at:
                     checkpoint()
+                if after_update is not None:
+                    paused = time.perf_counter()
+                    after_update(progress, policy, env)
+                    start += time.perf_counter() - paused  # not training time
             interrupted = stop.requested or stop_now
     except KeyboardInterrupt:
         interrupted = True

@@ -12,6 +12,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from agents import compare
 from agents.compare import (
@@ -32,6 +33,7 @@ from agents.compare_report import (
     timesteps_to_threshold,
     write_results,
 )
+from agents.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -261,11 +263,57 @@ def test_a_stopped_run_of_ours_continues_exactly_from_its_last_evaluation(tmp_pa
     assert done["timesteps"] == full["timesteps"] == 384
 
 
-def test_linear_kfac_schedule_is_run_constant_and_noted(tmp_path):
-    done = compare.run_one(_spec(algo="acktr", grid=(256,)), tmp_path / "r")
-    assert done["notes"] == [compare.LINEAR_NOTE]
-    cfg = (tmp_path / "r" / "train" / "config.yaml").read_text()
-    assert "lr_schedule: constant" in cfg
+def _final_params(train_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(train_dir / "checkpoint.pt", weights_only=True)["policy"]
+
+
+def test_linear_kfac_schedule_runs_as_one_uninterrupted_train(tmp_path):
+    # ACKTR with the classic config's linear lr decay, evaluated at three points off the update
+    # grid (128 steps per update): the run ends with the parameters of a plain train() of the
+    # same config, bit for bit, and is evaluated at the first boundaries past the points.
+    spec = _spec(algo="acktr", timesteps=1280, grid=(300, 900, 1280),
+                 overrides=("kfac.cold_start_steps=2",))
+    done = compare.run_one(spec, tmp_path / "r")
+    train_dir = tmp_path / "r" / "train"
+    assert "lr_schedule: linear" in (train_dir / "config.yaml").read_text()
+    rows = read_results(tmp_path / "r" / "evals.csv")
+    assert [r["timesteps"] for r in rows] == [384, 1024, 1280]
+    assert done["notes"] == [] and done["updates"] == 10
+    plain = compare.our_config(spec)
+    assert plain.algo.lr_schedule == "linear" and plain.num_updates == 10
+    summary = train(plain, tmp_path / "plain", progress_bar=False, tensorboard=False)
+    a, b = _final_params(train_dir), _final_params(tmp_path / "plain")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert rows[-1]["eval_return_mean"] == summary["final_return_mean"]
+
+
+def test_a_run_stopped_while_evaluating_evaluates_its_checkpoint_first(tmp_path):
+    # Killed during the evaluation at 256 steps, after its checkpoint: the rerun evaluates the
+    # checkpoint as the hook would have, then continues to the same end.
+    spec = _spec(algo="acktr", grid=(128, 256, 384))
+    compare.run_one(spec, tmp_path / "full")
+    full = read_results(tmp_path / "full" / "evals.csv")
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_second(t, *rest):
+        if t == 256:
+            raise Stop
+
+    run_dir = tmp_path / "stopped"
+    run_dir.mkdir()
+    with pytest.raises(Stop):
+        compare.train_ours(spec, run_dir, stop_at_second)
+    (run_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec)))
+    write_results(full[:1], run_dir / "evals.csv")
+    compare.run_one(spec, run_dir)
+    again = read_results(run_dir / "evals.csv")
+    assert [(r["timesteps"], r["eval_return_mean"]) for r in again] == \
+        [(r["timesteps"], r["eval_return_mean"]) for r in full]
+    assert again[1]["wall_seconds"] > 0
+    a, b = _final_params(tmp_path / "full" / "train"), _final_params(run_dir / "train")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _finish(out: Path, spec: RunSpec) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,34 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_p
     assert not summary["interrupted"] and summary["updates"] == 12
     assert (tmp_path / "cut" / "summary.json").exists()
     assert_same_run(tmp_path / "full", tmp_path / "cut")
+
+
+def test_after_update_sees_each_update_after_its_checkpoint_and_is_not_timed(tmp_path):
+    cfg = make_cfg(*CARTPOLE, updates=5)
+    run(cfg, tmp_path / "plain")
+    seen, pause = [], 0.2
+
+    def hook(progress, policy, env):
+        ckpt = torch.load(tmp_path / "hooked" / CHECKPOINT_NAME, weights_only=True) \
+            if (tmp_path / "hooked" / CHECKPOINT_NAME).exists() else None
+        seen.append((progress.update, progress.timesteps,
+                     None if ckpt is None else ckpt["progress"]["update"]))
+        assert isinstance(env.state_dict(), dict)
+        # what an evaluation does (on other envs): deterministic forward passes, no gradients
+        policy.act(obs_to_tensor(eval_obs, torch.device("cpu")), deterministic=True)
+        time.sleep(pause)
+
+    probe = make_env_from_config(cfg, num_envs=1, seed=0, training=False)
+    eval_obs = probe.reset(seed=0)
+    probe.close()
+    began = time.perf_counter()
+    summary = trainer.train(cfg, tmp_path / "hooked", progress_bar=False, tensorboard=False,
+                            after_update=hook, checkpoint_at=(2, 4))
+    elapsed = time.perf_counter() - began
+    b = cfg.batch_size
+    assert seen == [(1, b, None), (2, 2 * b, 2), (3, 3 * b, 2), (4, 4 * b, 4), (5, 5 * b, 4)]
+    assert summary["wall_seconds"] + 5 * pause <= elapsed
+    assert_same_run(tmp_path / "plain", tmp_path / "hooked")
 
 
 def test_resume_after_a_crash_drops_what_was_logged_after_the_checkpoint(tmp_path, monkeypatch):
