@@ -6,6 +6,8 @@ Public API of the core:
 * :class:`KFACPreconditioner`: K-FAC as a gradient preconditioner for any torch optimizer.
 * :func:`fisher_loss`, :func:`gauss_newton_losses`: losses that record Fisher statistics.
 * :func:`register_layer`: teach K-FAC a new layer type.
+* :class:`BroadcastBias`: a trainable vector shared by all examples (e.g. a Gaussian policy's
+  log-std), which K-FAC preconditions with its exact Fisher block.
 * :class:`ExactNGD`: exact natural gradient for MLPs (Bernacchia et al. 2018).
 * :class:`RNGD`: relative natural gradient (Sun & Nielsen 2017).
 * :class:`NoisyAdam`, :class:`NoisyKFAC`, :class:`BayesByBackprop`: variational Bayesian
@@ -21,7 +23,7 @@ from __future__ import annotations
 from acktr.blocks import DiagonalBlock, KroneckerBlock
 from acktr.distributed import average_gradients
 from acktr.exact_ngd import ExactNGD
-from acktr.layers import Conv2dHelper, LayerHelper, LinearHelper, register_layer
+from acktr.layers import BroadcastBias, Conv2dHelper, LayerHelper, LinearHelper, register_layer
 from acktr.linalg import CurvatureLinAlgError
 from acktr.losses import fisher_loss, gauss_newton_losses
 from acktr.noisy import BayesByBackprop, NoisyAdam, NoisyKFAC
@@ -39,6 +41,7 @@ __all__ = [
     "LayerHelper",
     "LinearHelper",
     "Conv2dHelper",
+    "BroadcastBias",
     "KroneckerBlock",
     "DiagonalBlock",
     "CurvatureLinAlgError",

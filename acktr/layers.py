@@ -179,9 +179,77 @@ def _patch_rows(
     return view.permute(0, 2, 3, 1, 4, 5).reshape(b * ho * wo, c * kh * kw)
 
 
+class BroadcastBias(nn.Module):
+    """A trainable vector shared by every example: ``forward(x)`` is ``bias`` broadcast to
+    ``(*x.shape[:-1], size)``; ``x`` only gives the shape (and may need no gradient).
+
+    Use it for state-independent parameters of an output distribution, such as a Gaussian
+    policy's log standard deviation. To K-FAC it is a layer with a bias and no weight, so its
+    block is exact: ``A = [1]`` and ``G = E[g g^T]`` over per-example gradients ``g`` (the
+    Fisher block of the vector), estimated from every example in the batch. A bare
+    ``nn.Parameter`` would instead get the diagonal fallback, whose estimate
+    ``batch * mean_grad**2`` is a single chi-squared sample per coordinate and step.
+
+    Args:
+        size: Length of the vector.
+        init: Initial value of every entry, default 0.0.
+    """
+
+    def __init__(self, size: int, init: float = 0.0) -> None:
+        super().__init__()
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive integer, got {size!r}")
+        self.bias = nn.Parameter(torch.full((size,), float(init)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bias.expand(*x.shape[:-1], self.bias.shape[0])
+
+    def extra_repr(self) -> str:
+        return f"size={self.bias.shape[0]}"
+
+
+class BroadcastBiasHelper(LayerHelper):
+    """:class:`BroadcastBias`: a bias with no weight (``in_features = 0``); like ``nn.Linear``,
+    every leading index but the first is a position."""
+
+    @property
+    def has_bias(self) -> bool:
+        return True
+
+    @property
+    def weight(self) -> Tensor:
+        return self.module.bias  # type: ignore[return-value]  # dtype and device of the block
+
+    def params(self) -> list[nn.Parameter]:
+        return [self.module.bias]  # type: ignore[list-item]
+
+    @property
+    def out_features(self) -> int:
+        return self.module.bias.shape[0]  # type: ignore[union-attr]
+
+    @property
+    def in_features(self) -> int:
+        return 0
+
+    def input_rows(self, x: Tensor) -> tuple[Tensor, int]:
+        batch = x.shape[0] if x.dim() > 1 else 1
+        return x.new_zeros(x.shape[:-1].numel(), 0), batch
+
+    def grad_rows(self, grad_output: Tensor) -> Tensor:
+        return grad_output.reshape(-1, grad_output.shape[-1])
+
+    def grad_matrix(self) -> Tensor | None:
+        g = self.module.bias.grad  # type: ignore[union-attr]
+        return None if g is None else g.unsqueeze(1)
+
+    def set_grad_matrix(self, matrix: Tensor) -> None:
+        self.module.bias.grad.copy_(matrix[:, 0])  # type: ignore[union-attr]
+
+
 _REGISTRY: dict[type[nn.Module], Callable[[nn.Module], LayerHelper]] = {
     nn.Linear: LinearHelper,
     nn.Conv2d: Conv2dHelper,
+    BroadcastBias: BroadcastBiasHelper,
 }
 
 

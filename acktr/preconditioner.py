@@ -164,8 +164,11 @@ class KFACPreconditioner:
         for name, module in model.named_modules():
             if name in excluded_names or id(module) in excluded_ids:
                 continue
-            weight = getattr(module, "weight", None)
-            if not isinstance(weight, nn.Parameter) or not weight.requires_grad:
+            # The weight decides (a bias-only layer such as BroadcastBias: its bias).
+            first = getattr(module, "weight", None)
+            if first is None:
+                first = getattr(module, "bias", None)
+            if not isinstance(first, nn.Parameter) or not first.requires_grad:
                 continue
             helper = helper_for(module)
             if helper is None:

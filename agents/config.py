@@ -171,7 +171,8 @@ class KFACConfig:
     cold_start_lr: float | None = field(default=None, metadata=_positive())
     """Step size during the cold start; None: ``lr``."""
     fallback: Literal["diagonal", "identity"] = "diagonal"
-    """Preconditioner for parameters no K-FAC block claims (e.g. a policy's log_std)."""
+    """Preconditioner for parameters no K-FAC block claims (our policies have none: the
+    log-std is an acktr.BroadcastBias with its own exact block)."""
     async_inverse: bool = False
     """Overlap eigendecompositions with the next updates (stale by one refresh; deterministic)."""
     stats_batch_size: int | None = field(default=None, metadata=_at_least(1))

@@ -8,9 +8,10 @@ Both classes have the same API (CleanRL style):
 * ``value(obs) -> value`` and ``act(obs, deterministic=False) -> action`` (no gradients).
 
 Values have shape ``(B,)``. Every weight layer is a plain ``nn.Linear`` or ``nn.Conv2d`` (K-FAC
-registers layers by type); a Gaussian policy's state-independent ``log_std`` is the only other
-parameter and goes to the optimizer's fallback. Activations are never in-place, so hooks on
-layer outputs see unmodified tensors.
+registers layers by type); a Gaussian policy's state-independent log-std is an
+:class:`acktr.BroadcastBias` (``log_std_layer``), so K-FAC gives it its exact Fisher block from
+per-example gradients rather than the noisy diagonal fallback; ``policy.log_std`` is its
+parameter. Activations are never in-place, so hooks on layer outputs see unmodified tensors.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from acktr import BroadcastBias
 from agents.config import PolicyConfig
 from agents.distributions import Distribution, DistributionSpec, make_distribution
 
@@ -65,6 +67,23 @@ def mlp(
         ]
     layers.append(orthogonal_init(nn.Linear(sizes[-1], out_dim), out_gain))
     return nn.Sequential(*layers)
+
+
+def make_log_std_layer(spec: DistributionSpec, init: float) -> BroadcastBias | None:
+    """The state-independent log-std of a Box action distribution (None for Discrete)."""
+    return BroadcastBias(spec.param_dim, init) if spec.needs_log_std else None
+
+
+def _build(spec: DistributionSpec, params: Tensor, log_std_layer: BroadcastBias | None):
+    return spec.build(params, None if log_std_layer is None else log_std_layer(params))
+
+
+def _rename_old_log_std(state_dict: dict, prefix: str, *args: object) -> None:
+    """Load pre-hook: checkpoints written before the log-std became a ``BroadcastBias`` hold it
+    as ``<prefix>log_std``; it is now ``<prefix>log_std_layer.bias``."""
+    old = prefix + "log_std"
+    if old in state_dict:
+        state_dict[prefix + "log_std_layer.bias"] = state_dict.pop(old)
 
 
 class _ActorCriticAPI(nn.Module):
@@ -139,11 +158,13 @@ class NatureCNNActorCritic(_ActorCriticAPI):
         )
         self.policy_head = orthogonal_init(nn.Linear(hidden_size, self.spec.param_dim), POLICY_GAIN)
         self.value_head = orthogonal_init(nn.Linear(hidden_size, 1), VALUE_GAIN)
-        self.log_std = (
-            nn.Parameter(torch.full((self.spec.param_dim,), float(log_std_init)))
-            if self.spec.needs_log_std
-            else None
-        )
+        self.log_std_layer = make_log_std_layer(self.spec, log_std_init)
+        self._register_load_state_dict_pre_hook(_rename_old_log_std)
+
+    @property
+    def log_std(self) -> nn.Parameter | None:
+        """The state-independent log standard deviation (None for Discrete)."""
+        return None if self.log_std_layer is None else self.log_std_layer.bias
 
     def _features(self, obs: Tensor) -> Tensor:
         return self.trunk(obs.float() / 255.0)
@@ -151,7 +172,7 @@ class NatureCNNActorCritic(_ActorCriticAPI):
     def forward(self, obs: Tensor) -> tuple[Distribution, Tensor]:
         """Distribution and value for a batch ``(B, C, H, W)`` of pixel observations."""
         features = self._features(obs)
-        dist = self.spec.build(self.policy_head(features), self.log_std)
+        dist = _build(self.spec, self.policy_head(features), self.log_std_layer)
         return dist, self.value_head(features).squeeze(-1)
 
     def value(self, obs: Tensor) -> Tensor:
@@ -160,9 +181,9 @@ class NatureCNNActorCritic(_ActorCriticAPI):
 
 
 class Actor(nn.Module):
-    """Policy network: an MLP to the distribution's parameters, plus ``log_std`` for Box.
+    """Policy network: an MLP to the distribution's parameters, plus a log-std for Box.
 
-    ``log_std`` lives here (not on the actor-critic) so that an optimizer built on
+    The log-std lives here (not on the actor-critic) so that an optimizer built on
     ``policy.actor`` owns every policy parameter.
     """
 
@@ -177,14 +198,16 @@ class Actor(nn.Module):
         super().__init__()
         self.spec = spec
         self.net = mlp(obs_dim, hidden_sizes, spec.param_dim, activation, POLICY_GAIN)
-        self.log_std = (
-            nn.Parameter(torch.full((spec.param_dim,), float(log_std_init)))
-            if spec.needs_log_std
-            else None
-        )
+        self.log_std_layer = make_log_std_layer(spec, log_std_init)
+        self._register_load_state_dict_pre_hook(_rename_old_log_std)
+
+    @property
+    def log_std(self) -> nn.Parameter | None:
+        """The state-independent log standard deviation (None for Discrete)."""
+        return None if self.log_std_layer is None else self.log_std_layer.bias
 
     def forward(self, obs: Tensor) -> Distribution:
-        return self.spec.build(self.net(obs), self.log_std)
+        return _build(self.spec, self.net(obs), self.log_std_layer)
 
 
 class MLPActorCritic(_ActorCriticAPI):

@@ -124,3 +124,84 @@ def test_registry_uses_isinstance_and_accepts_new_layers():
         _REGISTRY.pop(Scale)
     with pytest.raises(TypeError, match="nn.Module subclass"):
         acktr.register_layer(int, LinearHelper)  # type: ignore[arg-type]
+
+
+class GaussianHead(nn.Module):
+    """Mean from a Linear layer, state-independent log-std from a BroadcastBias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mean = nn.Linear(2, 3)
+        self.log_std = acktr.BroadcastBias(3, init=-0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.distributions.Normal:
+        mean = self.mean(x)
+        return torch.distributions.Normal(mean, self.log_std(mean).exp())
+
+
+def test_broadcast_bias_shapes_and_bad_size():
+    layer = acktr.BroadcastBias(3, init=0.25)
+    assert layer(torch.zeros(5, 7)).shape == (5, 3)
+    assert layer(torch.zeros(4, 6, 7)).shape == (4, 6, 3)
+    assert torch.equal(layer.bias.detach(), torch.full((3,), 0.25))
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="size must be a positive integer"):
+            acktr.BroadcastBias(bad)  # type: ignore[arg-type]
+
+
+def test_broadcast_bias_block_is_the_exact_fisher_block_of_the_vector():
+    """A = [1] and G = mean over examples of g g^T, g the per-example gradient of the sampled
+    Fisher loss: the exact (sampled) Fisher block, computed independently per example."""
+    torch.manual_seed(0)
+    model = GaussianHead().double()
+    pre = acktr.KFACPreconditioner(model, stat_decay=0.0)
+    assert pre.assignments() == {
+        "mean.weight": "kronecker:mean",
+        "mean.bias": "kronecker:mean",
+        "log_std.bias": "kronecker:log_std",
+    }
+    x = torch.randn(64, 2, dtype=torch.float64)
+    dist = model(x)
+    sample = dist.sample()
+    with pre.record_stats():
+        (-dist.log_prob(sample).sum(-1).mean()).backward()
+    block = pre.blocks["log_std"]
+    per_example = []
+    for i in range(64):
+        d = model(x[i : i + 1])
+        (g,) = torch.autograd.grad(-d.log_prob(sample[i : i + 1]).sum(), model.log_std.bias)
+        per_example.append(g)
+    g = torch.stack(per_example)
+    torch.testing.assert_close(block.A, torch.ones(1, 1, dtype=torch.float64))
+    torch.testing.assert_close(block.G, g.T @ g / 64, rtol=1e-10, atol=1e-12)
+
+
+def test_broadcast_bias_fisher_converges_to_the_gaussian_log_std_fisher():
+    """For N(mu, sigma^2) the Fisher of log sigma is 2 per coordinate, 0 off the diagonal; the
+    block estimates it from every example, not from one squared batch-mean gradient."""
+    torch.manual_seed(1)
+    model = GaussianHead().double()
+    pre = acktr.KFACPreconditioner(model, stat_decay=0.0)
+    dist = model(torch.randn(20000, 2, dtype=torch.float64))
+    with pre.record_stats():
+        (-dist.log_prob(dist.sample()).sum(-1).mean()).backward()
+    G = pre.blocks["log_std"].G
+    assert (G - 2 * torch.eye(3, dtype=torch.float64)).abs().max() < 0.1
+
+
+def test_broadcast_bias_preconditioning_is_a_damped_solve_with_its_fisher():
+    torch.manual_seed(2)
+    model = GaussianHead().double()
+    pre = acktr.KFACPreconditioner(model, damping=0.05, stat_decay=0.0)
+    x = torch.randn(32, 2, dtype=torch.float64)
+    dist = model(x)
+    with pre.record_stats():
+        (-dist.log_prob(dist.sample()).sum(-1).mean()).backward()
+    model.zero_grad()
+    loss = (model(x).mean ** 2).sum() + model.log_std.bias.pow(3).sum()
+    loss.backward()
+    grad = model.log_std.bias.grad.clone()
+    pre.step()
+    G = pre.blocks["log_std"].G
+    expected = torch.linalg.solve(G + 0.05 * torch.eye(3, dtype=torch.float64), grad)
+    torch.testing.assert_close(model.log_std.bias.grad, expected, rtol=1e-8, atol=1e-10)

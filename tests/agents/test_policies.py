@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from acktr import BroadcastBias
 from agents.config import KFACConfig, PolicyConfig
 from agents.distributions import Categorical, DiagGaussian
 from agents.policies import MLPActorCritic, NatureCNNActorCritic, make_policy
@@ -42,7 +43,7 @@ def _non_layer_params(model: nn.Module) -> list[str]:
     layer_params = {
         id(p)
         for m in model.modules()
-        if isinstance(m, nn.Linear | nn.Conv2d)
+        if isinstance(m, nn.Linear | nn.Conv2d | BroadcastBias)
         for p in m.parameters(recurse=False)
     }
     return [name for name, p in model.named_parameters() if id(p) not in layer_params]
@@ -102,7 +103,8 @@ def test_mlp_shapes_and_separate_networks(action_space: gym.Space) -> None:
         assert action.shape == (5, 3)
         assert policy.log_std is policy.actor.log_std
         assert torch.equal(policy.log_std.detach(), torch.zeros(3))
-        assert _non_layer_params(policy) == ["actor.log_std"]
+        assert policy.log_std is policy.actor.log_std_layer.bias
+        assert _non_layer_params(policy) == []
     else:
         assert action.shape == (5,) and _non_layer_params(policy) == []
     torch.testing.assert_close(policy.value(obs), value)
@@ -149,12 +151,24 @@ def test_kfac_gives_every_layer_a_kronecker_block(obs_space: gym.Space, action_s
     policy = make_policy(obs_space, action_space)
     optimizer = acktr.KFAC(policy, **dataclasses.asdict(KFACConfig()))
     assignments = optimizer.assignments()
-    expected = {name: "diagonal" for name in _non_layer_params(policy)}
-    assert {n: a for n, a in assignments.items() if not a.startswith("kronecker:")} == expected
+    assert all(a.startswith("kronecker:") for a in assignments.values()), assignments
     obs = _pixels(4) if obs_space is PIXELS else torch.randn(4, 8)
     dist, value = policy(obs)
     with optimizer.record_stats():
         (-dist.log_prob(dist.fisher_sample()).mean() + value.pow(2).mean()).backward()
+
+
+@pytest.mark.parametrize("obs_space", [PIXELS, VECTOR])
+def test_checkpoints_with_the_old_log_std_key_still_load(obs_space: gym.Space) -> None:
+    """Before the log-std became a BroadcastBias it was the parameter ``log_std``."""
+    policy = make_policy(obs_space, BOX)
+    state = policy.state_dict()
+    new_key = next(k for k in state if k.endswith("log_std_layer.bias"))
+    old = dict(state)
+    old[new_key.replace("log_std_layer.bias", "log_std")] = old.pop(new_key).fill_(-0.7)
+    fresh = make_policy(obs_space, BOX)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.log_std.detach(), torch.full((3,), -0.7))
 
 
 def test_no_inplace_activations() -> None:
