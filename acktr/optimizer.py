@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -51,6 +52,9 @@ class KFAC(torch.optim.Optimizer):
             ``docs/benchmarks.md`` (1e-3 and 1e-2 diverged on the CNN); with ``kl_clip=0.01``,
             ``damping=0.01`` is faster there.
         weight_decay: L2 coefficient added to the gradient before preconditioning. Default 0.
+        weight_decay_on: ``"all"`` parameters (default) or only ``"weights"``: parameters with
+            two or more dimensions (Linear and Conv2d weights; not biases, ``BroadcastBias``
+            vectors or norm scales), as the original ACKTR code decays its dense weights only.
         stat_decay: EMA decay of the curvature factors. Default 0.95.
         kl_clip: trust-region bound on the step's approximate KL (float, callable, or None for
             no trust region). Default None; ACKTR uses 0.001.
@@ -83,6 +87,7 @@ class KFAC(torch.optim.Optimizer):
         momentum: float = 0.9,
         damping: Schedule = 0.1,
         weight_decay: float = 0.0,
+        weight_decay_on: Literal["all", "weights"] = "all",
         stat_decay: float = 0.95,
         kl_clip: Schedule | None = None,
         stats_every: int = 1,
@@ -101,6 +106,7 @@ class KFAC(torch.optim.Optimizer):
         check_positive("lr", lr)
         check_decay("momentum", momentum)
         check_non_negative("weight_decay", weight_decay)
+        check_choice("weight_decay_on", weight_decay_on, ("all", "weights"))
         if kl_clip is not None:
             check_positive("kl_clip", kl_clip)
         if cold_start_lr is not None:
@@ -138,6 +144,7 @@ class KFAC(torch.optim.Optimizer):
         # Schedules live outside param_groups so state_dict() stays plain data.
         self._lr: Callable[[int], float] | None = lr if callable(lr) else None
         self._kl_clip = kl_clip
+        self._decay_weights_only = weight_decay_on == "weights"
         self._cold_start_steps = cold_start_steps
         self._cold_start_lr = cold_start_lr
         self.steps = 0
@@ -188,7 +195,8 @@ class KFAC(torch.optim.Optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return loss
-        self._add_weight_decay(params, group["weight_decay"])
+        decayed = [p for p in params if p.dim() >= 2] if self._decay_weights_only else params
+        self._add_weight_decay(decayed, group["weight_decay"])
         cold = self.steps < self._cold_start_steps
         if cold:
             vg = torch.stack([(p.grad * p.grad).sum() for p in params]).sum()

@@ -154,6 +154,8 @@ class KFACConfig:
     """Damping lambda added to the curvature."""
     weight_decay: float = field(default=0.0, metadata=_at_least(0.0))
     """L2 weight decay coefficient."""
+    weight_decay_on: Literal["all", "weights"] = "all"
+    """Decay every parameter, or only weights (2+ dims; the original MuJoCo ACKTR)."""
     stat_decay: float = field(default=0.99, metadata=_unit(high_open=True))
     """Exponential moving-average decay of the Kronecker factors."""
     kl_clip: float | None = field(default=0.001, metadata=_positive())

@@ -530,3 +530,32 @@ def test_diagonal_fallback_uses_the_full_batch_when_statistics_are_subsampled():
                                                     targets=out.detach() - noise), model.scale)
     # batch * mean_grad^2 with the full batch of 64, not the 16-example subset.
     torch.testing.assert_close(pre.diagonal_blocks["scale"].F, 64 * grad**2)
+
+
+def test_weight_decay_on_weights_leaves_biases_and_vectors_alone():
+    """``weight_decay_on="weights"`` decays parameters with 2+ dims only (the original ACKTR
+    decays dense weights, not biases or the log-std); ``"all"`` decays everything."""
+    torch.manual_seed(0)
+
+    def one_step(mode: str) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 2), acktr.BroadcastBias(2, init=0.5))
+        opt = acktr.KFAC(model, lr=0.1, momentum=0.0, weight_decay=0.5, weight_decay_on=mode,
+                         cold_start_steps=1)
+        x = torch.randn(8, 3)
+        with opt.record_stats():
+            acktr.fisher_loss(model[0](x), "gaussian").backward()
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)  # only the decay moves the parameters
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        opt.step()  # a cold-start step: plain SGD, lr * (1 - momentum) = 0.1
+        return {n: p.detach() - before[n] for n, p in model.named_parameters()}
+
+    moved = one_step("weights")
+    assert moved["0.weight"].abs().min() > 0
+    assert torch.equal(moved["0.bias"], torch.zeros(2))
+    assert torch.equal(moved["1.bias"], torch.zeros(2))
+    moved_all = one_step("all")
+    torch.testing.assert_close(moved_all["1.bias"], torch.full((2,), -0.1 * 0.5 * 0.5))
+    with pytest.raises(ValueError, match="weight_decay_on"):
+        acktr.KFAC(nn.Linear(2, 2), weight_decay_on="biases")  # type: ignore[arg-type]
