@@ -42,6 +42,31 @@ def stashed_grads(params: Sequence[Tensor]) -> Iterator[None]:
             p.grad = g
 
 
+class StatsRecording:
+    """The state of an optimizer's ``record_stats()`` context: ``active`` while the backward
+    passes run inside it (hooks record only then)."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+    @contextmanager
+    def context(self, params: Sequence[Tensor], commit: Callable[[], None]) -> Iterator[None]:
+        """Refuse nesting; be ``active`` with the ``.grad`` of ``params`` stashed
+        (:func:`stashed_grads`); then ``commit()`` the statistics, also on an exception, so
+        nothing stays pending."""
+        if self.active:
+            raise RuntimeError("record_stats() contexts cannot be nested")
+        try:
+            with stashed_grads(params):
+                self.active = True
+                try:
+                    yield
+                finally:
+                    self.active = False
+        finally:
+            commit()
+
+
 class LayerHelper(ABC):
     """Reads one module's activations and gradients in the Kronecker-factored layout."""
 

@@ -47,7 +47,7 @@ from acktr.distributed import (
     reduce_statistics,
     update_sharding,
 )
-from acktr.layers import helper_for, registered_types, stashed_grads
+from acktr.layers import StatsRecording, helper_for, registered_types
 from acktr.schedules import (
     Schedule,
     check_choice,
@@ -140,7 +140,7 @@ class KFACPreconditioner:
         self._register(model, exclude)
 
         self.steps = 0
-        self._recording = False
+        self._recording = StatsRecording()
         self._seen_calls: set[int] = set()
         self._call_ids = itertools.count()
         self._subsets: dict[tuple[int, str], Tensor] = {}
@@ -233,7 +233,7 @@ class KFACPreconditioner:
         return hook
 
     def _on_output_grad(self, block: KroneckerBlock, x: Tensor, call_id: int, grad: Tensor) -> None:
-        if not self._recording:
+        if not self._recording.active:
             return
         helper = block.helper
         batch = helper.batch_size(x)
@@ -262,7 +262,7 @@ class KFACPreconditioner:
 
     def _make_param_hook(self, block: DiagonalBlock):
         def hook(grad: Tensor) -> None:
-            if self._recording:
+            if self._recording.active:
                 self._diag_grads.append((block, grad.detach()))
 
         return hook
@@ -276,22 +276,16 @@ class KFACPreconditioner:
         one context are averaged as Monte Carlo samples. ``.grad`` is left untouched. Does
         nothing when ``stats_due`` was False at the forward pass.
         """
-        if self._recording:
-            raise RuntimeError("record_stats() contexts cannot be nested")
         params = [p for b in self.blocks.values() for p in b.helper.params()]
         params += [b.param for b in self.diagonal_blocks.values()]
         params += list(self.identity_params.values())
-        try:
-            with stashed_grads(params):
-                self._recording = True
-                try:
-                    yield
-                finally:
-                    self._recording = False
-        finally:
-            self._seen_calls.clear()
-            self._subsets.clear()
-            self._commit_stats()
+        with self._recording.context(params, self._end_context):
+            yield
+
+    def _end_context(self) -> None:
+        self._seen_calls.clear()
+        self._subsets.clear()
+        self._commit_stats()
 
     def _commit_stats(self) -> None:
         # The (full) batch size of this context, needed by the diagonal fallback's estimator.

@@ -110,7 +110,6 @@ class TridiagonalKFACPreconditioner(KFACPreconditioner):
         self.inverse: ChainInverse | None = None
         self.n_refresh_failures = 0
 
-        self._chain_recording = False
         self._chain_ids = itertools.count()
         self._chain_id: int | None = None
         self._chain_next = 0
@@ -159,7 +158,7 @@ class TridiagonalKFACPreconditioner(KFACPreconditioner):
         )
 
     def _on_chain_grad(self, k: int, cid: int, error: str | None, x: Tensor, grad: Tensor) -> None:
-        if not self._chain_recording:
+        if not self._recording.active:
             return
         if error is not None:
             self._order_error = self._order_error or error
@@ -184,11 +183,7 @@ class TridiagonalKFACPreconditioner(KFACPreconditioner):
         completed = False
         try:
             with super().record_stats():
-                self._chain_recording = True
-                try:
-                    yield
-                finally:
-                    self._chain_recording = False
+                yield
             completed = True
         finally:
             inputs, grads, error = self._inputs, self._grads, self._order_error

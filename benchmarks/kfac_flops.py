@@ -49,13 +49,10 @@ except ModuleNotFoundError:  # pragma: no cover
     from kfac_step_time import MODELS, build  # type: ignore[no-redef]
 
 
-
-
 @dataclass(frozen=True)
 class LayerShape:
     """One K-FAC layer as the counts need it."""
 
-    name: str
     rows: int
     d_in: int
     d_g: int
@@ -73,25 +70,29 @@ class Flops:
 
     forward: float
     backward: float
-    fisher_backward: float
     fisher_backward_outputs_only: float
     statistics: float
     precondition: float
     refresh: float
+
+    @property
+    def fisher_backward(self) -> float:
+        """A full ``.backward()`` of the Fisher loss: the training backward's work."""
+        return self.backward
 
 
 def layer_shapes(model: nn.Module, x: torch.Tensor) -> list[LayerShape]:
     """Rows and widths of every K-FAC layer, read from one forward pass of ``x``."""
     shapes: list[LayerShape] = []
     hooks = []
-    for name, module in model.named_modules():
+    for module in model.modules():
         helper = helper_for(module)
         if helper is None:
             continue
 
-        def hook(mod, inputs, output, name=name, helper=helper):
+        def hook(mod, inputs, output, helper=helper):
             rows, _ = helper.input_rows(inputs[0].detach())
-            shapes.append(LayerShape(name, rows.shape[0], helper.in_features,
+            shapes.append(LayerShape(rows.shape[0], helper.in_features,
                                      helper.out_features, helper.has_bias, not shapes))
 
         hooks.append(module.register_forward_hook(hook))
@@ -114,7 +115,7 @@ def count(shapes: list[LayerShape]) -> Flops:
         stats += 2.0 * s.rows * (s.d_a**2 + s.d_g**2)
         pre += 4.0 * (s.d_g**2 * s.d_a + s.d_g * s.d_a**2)
         refresh += 9.0 * (s.d_a**3 + s.d_g**3)
-    return Flops(fwd, bwd, bwd, fisher_out, stats, pre, refresh)
+    return Flops(fwd, bwd, fisher_out, stats, pre, refresh)
 
 
 def kfac_over_sgd(f: Flops, stats_every: int, inverse_every: int, outputs_only: bool) -> float:
@@ -133,7 +134,6 @@ def build_any(name: str, batch: int) -> tuple[nn.Module, torch.Tensor, torch.Ten
     """``(model, x, y, loss(out, x, y), fisher_loss(out))`` for a model of this script."""
     if name == "atari":
         import gymnasium as gym
-        import numpy as np
 
         from agents.policies import NatureCNNActorCritic
 
@@ -141,7 +141,6 @@ def build_any(name: str, batch: int) -> tuple[nn.Module, torch.Tensor, torch.Ten
         model = NatureCNNActorCritic((4, 84, 84), gym.spaces.Discrete(6))
         x = torch.randint(0, 256, (batch, 4, 84, 84), generator=gen, dtype=torch.uint8)
         y = torch.randint(0, 6, (batch,), generator=gen)
-        np.random.seed(0)
 
         def loss(out, x, y):
             dist, value = out

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from acktr.blocks import DiagonalBlock
-from acktr.layers import LayerHelper, helper_for, stashed_grads
+from acktr.layers import LayerHelper, StatsRecording, helper_for
 
 
 def warmup_decay(decay: float, n_updates: int) -> float:
@@ -53,7 +53,7 @@ class DiagonalFisher:
             if id(block.param) not in covered:
                 self._hooks.append(block.param.register_hook(self._param_hook(block)))
         self.exact = {b.name for b in self.blocks.values() if id(b.param) in covered}
-        self._recording = False
+        self._recording = StatsRecording()
         self._batch = 1
         self._pending: dict[str, list[Tensor]] = {}
         self._estimated: list[tuple[DiagonalBlock, Tensor]] = []
@@ -74,7 +74,7 @@ class DiagonalFisher:
     def _on_layer_grad(
         self, helper: LayerHelper, blocks: list[DiagonalBlock], x: Tensor, grad: Tensor
     ) -> None:
-        if not self._recording:
+        if not self._recording.active:
             return
         rows, batch = helper.input_rows(x)
         dtype = blocks[0].dtype
@@ -93,7 +93,7 @@ class DiagonalFisher:
 
     def _param_hook(self, block: DiagonalBlock):
         def hook(grad: Tensor) -> None:
-            if self._recording:
+            if self._recording.active:
                 self._estimated.append((block, grad.detach()))
 
         return hook
@@ -103,18 +103,9 @@ class DiagonalFisher:
     def record(self, decay: float) -> Iterator[None]:
         """Backward passes of a batch-mean Fisher loss inside update every ``F`` (EMA with
         ``decay`` after the warm-up); several passes are averaged. ``.grad`` is left as it was."""
-        if self._recording:
-            raise RuntimeError("record_stats() contexts cannot be nested")
         params = [b.param for b in self.blocks.values()]
-        try:
-            with stashed_grads(params):
-                self._recording = True
-                try:
-                    yield
-                finally:
-                    self._recording = False
-        finally:
-            self._commit(decay)
+        with self._recording.context(params, lambda: self._commit(decay)):
+            yield
 
     def _commit(self, decay: float) -> None:
         for block, grad in self._estimated:

@@ -535,7 +535,6 @@ def test_diagonal_fallback_uses_the_full_batch_when_statistics_are_subsampled():
 def test_weight_decay_on_weights_leaves_biases_and_vectors_alone():
     """``weight_decay_on="weights"`` decays parameters with 2+ dims only (the original ACKTR
     decays dense weights, not biases or the log-std); ``"all"`` decays everything."""
-    torch.manual_seed(0)
 
     def one_step(mode: str) -> dict[str, torch.Tensor]:
         torch.manual_seed(0)

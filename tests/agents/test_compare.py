@@ -238,22 +238,29 @@ def test_our_runs_are_evaluated_like_the_trainers_final_evaluation(tmp_path):
     assert summary["eval_episodes"] == 2
 
 
+class Stop(Exception):
+    """Raised by an evaluation hook: the run is killed at that point."""
+
+
+def _stop_run(spec, run_dir: Path, on_eval, kept_rows: list[dict]) -> None:
+    """Train ``spec`` in ``run_dir`` until ``on_eval`` raises :class:`Stop`, leaving what a
+    killed worker leaves: its ``spec.json`` and the evaluation rows written before the kill."""
+    run_dir.mkdir()
+    with pytest.raises(Stop):
+        compare.train_ours(spec, run_dir, on_eval)
+    (run_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec)))
+    write_results(kept_rows, run_dir / "evals.csv")
+
+
 def test_a_stopped_run_of_ours_continues_exactly_from_its_last_evaluation(tmp_path):
     spec = _spec(algo="acktr", grid=(128, 256, 384))
     full = compare.run_one(spec, tmp_path / "full")
-
-    class Stop(Exception):
-        pass
 
     def stop_after_first(*point):  # a run killed right after its first evaluation
         raise Stop
 
     run_dir = tmp_path / "stopped"
-    run_dir.mkdir()
-    with pytest.raises(Stop):
-        compare.train_ours(spec, run_dir, stop_after_first)
-    (run_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec)))
-    write_results(read_results(tmp_path / "full" / "evals.csv")[:1], run_dir / "evals.csv")
+    _stop_run(spec, run_dir, stop_after_first, read_results(tmp_path / "full" / "evals.csv")[:1])
     assert compare.resumable(spec, run_dir)
     assert not compare.resumable(dataclasses.replace(spec, timesteps=512), run_dir)
     done = compare.run_one(spec, run_dir)
@@ -294,19 +301,12 @@ def test_a_run_stopped_while_evaluating_evaluates_its_checkpoint_first(tmp_path)
     compare.run_one(spec, tmp_path / "full")
     full = read_results(tmp_path / "full" / "evals.csv")
 
-    class Stop(Exception):
-        pass
-
     def stop_at_second(t, *rest):
         if t == 256:
             raise Stop
 
     run_dir = tmp_path / "stopped"
-    run_dir.mkdir()
-    with pytest.raises(Stop):
-        compare.train_ours(spec, run_dir, stop_at_second)
-    (run_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec)))
-    write_results(full[:1], run_dir / "evals.csv")
+    _stop_run(spec, run_dir, stop_at_second, full[:1])
     compare.run_one(spec, run_dir)
     again = read_results(run_dir / "evals.csv")
     assert [(r["timesteps"], r["eval_return_mean"]) for r in again] == \
