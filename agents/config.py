@@ -240,6 +240,10 @@ class RunConfig:
     """Deterministic evaluation episodes at the end of training (0: none)."""
     log_interval: int = field(default=10, metadata=_at_least(1))
     """Log metrics every this many updates."""
+    rollout_threads: int | None = field(default=None, metadata=_at_least(1))
+    """torch intra-op threads while collecting rollouts, restored for the update; None (the
+    default) leaves torch's setting. 1 suits small MLPs on the CPU: a forward of a few rows
+    per step only loses to thread overhead, while the update's large products use them all."""
 
 
 @dataclass

@@ -89,6 +89,14 @@ def _rename_old_log_std(state_dict: dict, prefix: str, *args: object) -> None:
 class _ActorCriticAPI(nn.Module):
     """The shared sampling / evaluation API; subclasses define ``forward`` and ``value``."""
 
+    separate_value: bool = False
+    """True when the value network shares nothing with the policy, so that values can be
+    computed apart from actions (the rollout batches them after its last step)."""
+
+    def distribution(self, obs: Tensor) -> Distribution:
+        """The action distribution alone (subclasses with a separate critic skip the value)."""
+        return self(obs)[0]
+
     def forward(self, obs: Tensor) -> tuple[Distribution, Tensor]:  # pragma: no cover
         raise NotImplementedError
 
@@ -245,10 +253,16 @@ class MLPActorCritic(_ActorCriticAPI):
         """The actor's state-independent log standard deviation (None for Discrete)."""
         return self.actor.log_std
 
+    separate_value = True
+
     def forward(self, obs: Tensor) -> tuple[Distribution, Tensor]:
         """Distribution and value for a batch ``(B, obs_dim)`` of observations."""
         obs = obs.float()
         return self.actor(obs), self.critic(obs).squeeze(-1)
+
+    def distribution(self, obs: Tensor) -> Distribution:
+        """The actor's distribution for ``obs``, without running the critic."""
+        return self.actor(obs.float())
 
     def value(self, obs: Tensor) -> Tensor:
         """``V(obs)``, shape ``(B,)``."""

@@ -395,7 +395,8 @@ def _train(
             while progress.update < cfg.num_updates and not stop_now:
                 at_boundary = False
                 obs, ep_returns, ep_lengths = collect_rollout(
-                    env, policy, storage, obs, cfg.algo.gamma, cfg.algo.gae_lambda
+                    env, policy, storage, obs, cfg.algo.gamma, cfg.algo.gae_lambda,
+                    threads=cfg.run.rollout_threads,
                 )
                 metrics = update(policy, opts, storage.flatten(), cfg)
                 ep_returns, ep_lengths, stop_now = gather_episodes(

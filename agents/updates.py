@@ -84,6 +84,20 @@ def policy_fisher_loss(dist) -> Tensor:
     return -dist.log_prob(dist.fisher_sample()).mean()
 
 
+def fisher_rows(num_rows: int, kfac: acktr.KFAC, device: torch.device) -> Tensor | None:
+    """Rows of the batch for a Fisher pass run on its own forward: a random subset of the
+    optimizer's ``stats_batch_size`` examples, or None (the whole batch, no extra forward).
+
+    Rows of an MLP batch do not interact, so the factors from a forward and backward of the
+    subset are the ones ``KFAC(stats_batch_size=m)`` would keep from the whole batch; only the
+    other rows' Fisher backward is saved.
+    """
+    m = kfac.preconditioner.stats_batch_size
+    if m is None or num_rows <= m:
+        return None
+    return torch.randperm(num_rows, device=device)[:m]
+
+
 def _advantages(batch: RolloutBatch, cfg: Config) -> Tensor:
     adv = batch.advantages
     # over the whole batch of every rank (in one process: agents.returns.standardize)
@@ -128,11 +142,15 @@ def separate_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cf
     opt, critic_opt = opts.main, opts.critic
     assert isinstance(opt, acktr.KFAC) and critic_opt is not None
     obs = batch.obs.float()
+    rows = fisher_rows(len(obs), opt, obs.device)
+    if opt.stats_due and rows is not None:
+        with opt.record_stats():
+            policy_fisher_loss(actor(obs[rows])).backward()
     dist = actor(obs)
     log_probs = dist.log_prob(batch.actions)
     entropy = dist.entropy().mean()
     pg_loss = -(_advantages(batch, cfg).detach() * log_probs).mean() - algo.ent_coef * entropy
-    if opt.stats_due:
+    if opt.stats_due and rows is None:
         with opt.record_stats():
             policy_fisher_loss(dist).backward(retain_graph=True)
     opt.zero_grad(set_to_none=True)
@@ -147,9 +165,13 @@ def separate_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cf
         adapt_step_size(opt, kl, algo.target_kl)
 
     for _ in range(algo.critic_updates):
+        rows = fisher_rows(len(obs), critic_opt, obs.device)
+        if critic_opt.stats_due and rows is not None:
+            with critic_opt.record_stats():
+                acktr.fisher_loss(critic(obs[rows]).squeeze(-1), "gaussian").backward()
         values = critic(obs).squeeze(-1)
         vf_loss = 0.5 * (batch.returns - values).pow(2).mean()
-        if critic_opt.stats_due:
+        if critic_opt.stats_due and rows is None:
             with critic_opt.record_stats():
                 acktr.fisher_loss(values, "gaussian").backward(retain_graph=True)
         critic_opt.zero_grad(set_to_none=True)

@@ -76,7 +76,8 @@ class OurRunner:
         began = time.perf_counter()
         while steps < min_steps or iters == 0:
             self.obs, _, _ = collect_rollout(self.env, self.policy, self.storage, self.obs,
-                                             self.cfg.algo.gamma, self.cfg.algo.gae_lambda)
+                                             self.cfg.algo.gamma, self.cfg.algo.gae_lambda,
+                                             threads=self.cfg.run.rollout_threads)
             t = time.perf_counter()
             update(self.policy, self.opts, self.storage.flatten(), self.cfg)
             if self.device.type == "cuda":

@@ -200,3 +200,14 @@ def test_make_policy_rejects_unsupported_observation_spaces(space: gym.Space, na
 def test_make_policy_rejects_unsupported_action_space() -> None:
     with pytest.raises(ValueError, match="MultiDiscrete"):
         make_policy(VECTOR, gym.spaces.MultiDiscrete([2, 2]))
+
+
+def test_distribution_alone_matches_forward() -> None:
+    mlp_policy = make_policy(VECTOR, BOX)
+    cnn_policy = make_policy(PIXELS, DISCRETE)
+    assert mlp_policy.separate_value and not cnn_policy.separate_value
+    for policy, obs in ((mlp_policy, torch.randn(4, 8)), (cnn_policy, _pixels(4))):
+        dist, _ = policy(obs)
+        alone = policy.distribution(obs)
+        action = dist.sample()
+        torch.testing.assert_close(alone.log_prob(action), dist.log_prob(action))

@@ -112,3 +112,57 @@ def test_rollout_values_observations_and_episode_statistics(rollout):
     assert sorted(lengths) == [2, 2, 3] and sorted(returns) == [2.0, 2.0, 3.0]
     # The last step bootstraps from V(next_obs): env 0 has t = 2 after step 5.
     assert storage.returns[4, 0].item() == pytest.approx(1.0 + 0.5 * known_value(next_obs)[0])
+
+
+class SeparateValueStub(StubPolicy):
+    """A policy whose critic shares nothing with the actor; counts how it is called."""
+
+    separate_value = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forward_calls = 0
+        self.value_rows: list[int] = []
+
+    def forward(self, obs: torch.Tensor):
+        self.forward_calls += 1
+        return super().forward(obs)
+
+    def distribution(self, obs: torch.Tensor):
+        return torch.distributions.Categorical(logits=torch.zeros(obs.shape[0], 2))
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        self.value_rows.append(obs.shape[0])
+        return known_value(obs)
+
+
+def test_separate_value_policies_get_their_values_in_one_batched_pass(rollout):
+    reference, _, ref_returns, _ = rollout
+    env, policy = ScriptedEnv(), SeparateValueStub()
+    storage = RolloutStorage.from_spaces(5, 2, env.observation_space, env.action_space)
+    collect_rollout(env, policy, storage, torch.as_tensor(env.reset()), 0.5, 1.0)
+    assert policy.forward_calls == 0
+    # One call for the truncated env's final observation, one for all 10 rows, one for the
+    # bootstrap value of the last observation.
+    assert policy.value_rows == [1, 10, 2]
+    for name in ("values", "final_values", "advantages", "returns"):
+        torch.testing.assert_close(getattr(storage, name), getattr(reference, name))
+
+
+def test_rollout_threads_apply_while_collecting_and_are_restored():
+    env, seen = ScriptedEnv(), []
+
+    class ThreadProbe(StubPolicy):
+        def forward(self, obs):
+            seen.append(torch.get_num_threads())
+            return super().forward(obs)
+
+    storage = RolloutStorage.from_spaces(5, 2, env.observation_space, env.action_space)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        collect_rollout(env, ThreadProbe(), storage, torch.as_tensor(env.reset()), 0.5, 1.0,
+                        threads=1)
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
