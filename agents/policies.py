@@ -24,10 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from acktr import BroadcastBias
+from agents.activations import Tanh
 from agents.config import PolicyConfig
 from agents.distributions import Distribution, DistributionSpec, make_distribution
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": Tanh, "relu": nn.ReLU}
 
 # CleanRL / baselines orthogonal-init gains: hidden layers, policy output, value output.
 HIDDEN_GAIN = math.sqrt(2.0)

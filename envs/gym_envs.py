@@ -9,6 +9,8 @@ from functools import partial
 from typing import Literal
 
 import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from envs.gym_adapter import GymnasiumVecEnv, check_spaces
@@ -28,10 +30,62 @@ def _in_worker(env_fn: Callable[[], gym.Env]) -> gym.Env:
     return env_fn()
 
 
+class SameStepSyncVectorEnv(SyncVectorEnv):
+    """gymnasium's ``SyncVectorEnv`` with same-step autoreset, minus the info merging.
+
+    ``step`` returns an ``info`` with only what :class:`envs.gym_adapter.GymnasiumVecEnv`
+    reads: ``final_obs`` (dense: rows of ended episodes hold their last observation, other rows
+    are unspecified) when an episode ended, and ``lives`` when the sub-environments report it.
+    The parent merges every key of every sub-environment's info dict on every step, which costs
+    more than the simulation step of a small MuJoCo model. Everything else (reset, seeding,
+    ``call``, ``set_attr``, rendering, closing) is the parent's.
+
+    Args:
+        env_fns: One constructor per sub-environment; Box or Discrete observation spaces.
+    """
+
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]]) -> None:
+        super().__init__(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+        space = self.single_observation_space
+        if not isinstance(space, spaces.Box | spaces.Discrete):
+            raise ValueError(f"SameStepSyncVectorEnv needs Box or Discrete observations, not {space}")
+        self._obs_shape = (self.num_envs, *space.shape)
+        self._obs_dtype = space.dtype
+
+    def step(self, actions):  # type: ignore[override]
+        """Steps every sub-environment, resetting those whose episode ended (same step)."""
+        n = self.num_envs
+        obs = np.empty(self._obs_shape, self._obs_dtype)
+        rewards = np.empty(n, dtype=np.float64)
+        terminated = np.empty(n, dtype=bool)
+        truncated = np.empty(n, dtype=bool)
+        final_obs: np.ndarray | None = None
+        lives: np.ndarray | None = None
+        for i, env in enumerate(self.envs):
+            o, rewards[i], terminated[i], truncated[i], env_info = env.step(actions[i])
+            if terminated[i] or truncated[i]:
+                if final_obs is None:
+                    final_obs = np.empty_like(obs)
+                final_obs[i] = o
+                o, env_info = env.reset()
+            obs[i] = o
+            if "lives" in env_info:
+                if lives is None:
+                    lives = np.zeros(n, dtype=np.int32)
+                lives[i] = env_info["lives"]
+        info: dict[str, np.ndarray] = {}
+        if final_obs is not None:
+            info["final_obs"] = final_obs
+        if lives is not None:
+            info["lives"] = lives
+        return obs, rewards, terminated, truncated, info
+
+
 def vectorize(
     env_fns: Sequence[Callable[[], gym.Env]], vectorization: Vectorization
 ) -> gym.vector.VectorEnv:
-    """Builds gymnasium's sync (one process) or async (one process per env) vector env.
+    """Builds a sync (one process: :class:`SameStepSyncVectorEnv`) or gymnasium's async (one
+    process per env) vector env.
 
     Both use same-step autoreset, the convention ``GymnasiumVecEnv`` expects.
 
@@ -41,7 +95,7 @@ def vectorize(
         vectorization: ``"sync"`` or ``"async"``.
     """
     if vectorization == "sync":
-        return SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+        return SameStepSyncVectorEnv(env_fns)
     if vectorization == "async":
         workers = [partial(_in_worker, fn) for fn in env_fns]
         return AsyncVectorEnv(workers, autoreset_mode=AutoresetMode.SAME_STEP)

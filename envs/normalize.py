@@ -135,9 +135,13 @@ class VecNormalize(VecEnvWrapper):
         obs, reward, terminated, truncated, info = self.venv.step(actions)
         if self.training and self.obs_rms is not None:
             self.obs_rms.update(obs)
-        info["final_obs"] = self.normalize_observation(info["final_obs"])
-        reward = self._scale_reward(reward, terminated | truncated)
-        return self.normalize_observation(obs), reward, terminated, truncated, info
+        episode_over = terminated | truncated
+        obs = self.normalize_observation(obs)
+        # final_obs equals obs in the rows of episodes that go on (VecEnv's convention)
+        info["final_obs"] = (self.normalize_observation(info["final_obs"])
+                             if episode_over.any() else obs.copy())
+        reward = self._scale_reward(reward, episode_over)
+        return obs, reward, terminated, truncated, info
 
     def normalize_observation(self, obs: np.ndarray) -> np.ndarray:
         """Applies the current observation statistics (identity when they are off)."""
