@@ -61,17 +61,16 @@ def collect_rollout(
         the raw full-game returns and lengths of the episodes that ended during the rollout.
     """
     with torch_threads(threads):
-        return _collect(env, policy, storage, obs, gamma, gae_lambda)
+        obs, returns, lengths = _fill(env, policy, storage, obs)
+        storage.compute_returns(policy.value(obs), gamma, gae_lambda)
+    return obs, returns, lengths
 
 
-def _collect(
-    env: VecEnv,
-    policy: nn.Module,
-    storage: RolloutStorage,
-    obs: Tensor,
-    gamma: float,
-    gae_lambda: float,
+def _fill(
+    env: VecEnv, policy: nn.Module, storage: RolloutStorage, obs: Tensor
 ) -> tuple[Tensor, list[float], list[int]]:
+    """Steps every env ``storage.num_steps`` times from ``obs``, filling every row of
+    ``storage`` but the returns; see :func:`collect_rollout`."""
     device = obs.device
     batched_values = getattr(policy, "separate_value", False)
     storage.reset()
@@ -106,5 +105,4 @@ def _collect(
         obs = obs_to_tensor(next_obs, device)
     if batched_values:
         storage.values.copy_(policy.value(storage.obs.flatten(0, 1)).view_as(storage.values))
-    storage.compute_returns(policy.value(obs), gamma, gae_lambda)
     return obs, returns, lengths
