@@ -48,7 +48,9 @@ class SameStepSyncVectorEnv(SyncVectorEnv):
         super().__init__(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
         space = self.single_observation_space
         if not isinstance(space, spaces.Box | spaces.Discrete):
-            raise ValueError(f"SameStepSyncVectorEnv needs Box or Discrete observations, not {space}")
+            raise ValueError(
+                f"SameStepSyncVectorEnv needs Box or Discrete observations, not {space}"
+            )
         self._obs_shape = (self.num_envs, *space.shape)
         self._obs_dtype = space.dtype
 

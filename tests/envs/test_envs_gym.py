@@ -133,3 +133,31 @@ def test_explicit_reset_seed_overrides_the_build_seed():
         np.testing.assert_array_equal(a.reset(seed=5), b.reset())
         a.reset(), b.reset()  # later unseeded resets continue the RNG streams
         np.testing.assert_array_equal(a.reset(), b.reset())
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "counter"])
+def test_lean_sync_vector_env_steps_like_gymnasiums(env_id, counter_id):
+    from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+    from envs.gym_envs import SameStepSyncVectorEnv
+
+    env_id = counter_id if env_id == "counter" else env_id
+    fns = [lambda: gym.make(env_id)] * 3
+    ours = SameStepSyncVectorEnv(fns)
+    theirs = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    np.testing.assert_array_equal(ours.reset(seed=3)[0], theirs.reset(seed=3)[0])
+    actions = np.random.default_rng(0).integers(0, 2, size=(200, 3))
+    ended_steps = 0
+    for a in actions:
+        *mine, info = ours.step(a)
+        *ref, ref_info = theirs.step(a)
+        for x, y in zip(mine, ref, strict=True):
+            np.testing.assert_array_equal(x, y)
+        ended = mine[2] | mine[3]
+        assert ("final_obs" in info) == bool(ended.any())
+        for i in np.flatnonzero(ended):
+            np.testing.assert_array_equal(info["final_obs"][i], ref_info["final_obs"][i])
+        ended_steps += int(ended.any())
+    assert ended_steps >= 5  # terminations (CartPole) or truncations (counter) were exercised
+    ours.close()
+    theirs.close()
