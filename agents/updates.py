@@ -144,7 +144,7 @@ def separate_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cf
     opt, critic_opt = opts.main, opts.critic
     assert isinstance(opt, acktr.KFAC) and critic_opt is not None
     obs = batch.obs.float()
-    rows = fisher_rows(len(obs), opt, obs.device)
+    rows = fisher_rows(len(obs), opt, obs.device) if opt.stats_due else None
     if opt.stats_due and rows is not None:
         with opt.record_stats():
             policy_fisher_loss(actor(obs[rows])).backward()
@@ -167,7 +167,7 @@ def separate_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cf
         adapt_step_size(opt, kl, algo.target_kl)
 
     for _ in range(algo.critic_updates):
-        rows = fisher_rows(len(obs), critic_opt, obs.device)
+        rows = fisher_rows(len(obs), critic_opt, obs.device) if critic_opt.stats_due else None
         if critic_opt.stats_due and rows is not None:
             with critic_opt.record_stats():
                 acktr.fisher_loss(critic(obs[rows]).squeeze(-1), "gaussian").backward()
