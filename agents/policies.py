@@ -92,7 +92,8 @@ class _ActorCriticAPI(nn.Module):
 
     separate_value: bool = False
     """True when the value network shares nothing with the policy, so that values can be
-    computed apart from actions (the rollout batches them after its last step)."""
+    computed apart from actions (the rollout then batches values and log-probabilities after
+    its last step)."""
 
     def distribution(self, obs: Tensor) -> Distribution:
         """The action distribution alone (subclasses with a separate critic skip the value)."""

@@ -48,8 +48,9 @@ def collect_rollout(
     host-to-device copy of what the envs returned. Truncated episodes bootstrap from the value
     of their final observation (``info["final_obs"]``); terminated ones from 0. A policy whose
     value network shares nothing with the actor (``policy.separate_value``) runs only the actor
-    per step; the values of all the rollout's observations then come from one batched forward
-    of the critic after the last step (the same numbers, one call instead of ``num_steps``).
+    and a sample per step; the values and log-probabilities of the whole rollout then come from
+    one batched pass after the last step (the same numbers, since the policy does not change
+    during a rollout; one call instead of ``num_steps``).
 
     Args:
         threads: torch intra-op threads while collecting (restored afterwards); None, the
@@ -72,17 +73,18 @@ def _fill(
     """Steps every env ``storage.num_steps`` times from ``obs``, filling every row of
     ``storage`` but the returns; see :func:`collect_rollout`."""
     device = obs.device
-    batched_values = getattr(policy, "separate_value", False)
+    batched = getattr(policy, "separate_value", False)
     storage.reset()
     returns: list[float] = []
     lengths: list[int] = []
     for _ in range(storage.num_steps):
-        if batched_values:
-            dist, value = policy.distribution(obs), 0.0  # values filled in after the loop
+        if batched:  # values and log-probs filled in after the loop
+            dist, value, log_prob = policy.distribution(obs), None, None
+            action = dist.sample()
         else:
             dist, value = policy(obs)
-        action = dist.sample()
-        log_prob = dist.log_prob(action)
+            action = dist.sample()
+            log_prob = dist.log_prob(action)
         next_obs, reward, terminated, truncated, info = env.step(action.cpu().numpy())
         final_values: Tensor | float = 0.0
         if truncated.any():
@@ -103,6 +105,9 @@ def _fill(
         returns.extend(float(r) for r in info["episode_returns"])
         lengths.extend(int(n) for n in info["episode_lengths"])
         obs = obs_to_tensor(next_obs, device)
-    if batched_values:
-        storage.values.copy_(policy.value(storage.obs.flatten(0, 1)).view_as(storage.values))
+    if batched:
+        all_obs = storage.obs.flatten(0, 1)
+        storage.values.copy_(policy.value(all_obs).view_as(storage.values))
+        log_probs = policy.distribution(all_obs).log_prob(storage.actions.flatten(0, 1))
+        storage.log_probs.copy_(log_probs.view_as(storage.log_probs))
     return obs, returns, lengths

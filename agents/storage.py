@@ -141,8 +141,8 @@ class RolloutStorage:
         self,
         obs: ArrayLike,
         actions: ArrayLike,
-        log_probs: ArrayLike,
-        values: ArrayLike,
+        log_probs: ArrayLike | None,
+        values: ArrayLike | None,
         rewards: ArrayLike,
         terminated: ArrayLike,
         truncated: ArrayLike,
@@ -151,7 +151,9 @@ class RolloutStorage:
         """Write one step for all environments (tensors or numpy arrays, leading dim N).
 
         Values are copied into the preallocated row, converting device and dtype.
-        ``final_values`` is ``V(final observation)`` for truncated envs; 0 elsewhere.
+        ``final_values`` is ``V(final observation)`` for truncated envs; 0 elsewhere. A field
+        given as None is left as it is, for the caller to fill in later (a rollout that computes
+        values and log-probs in one batched pass after its last step).
         """
         if self.full:
             raise RuntimeError(f"storage is full ({self.num_steps} steps); call reset() first")
@@ -167,7 +169,8 @@ class RolloutStorage:
             (self.final_values, final_values),
         )
         for buffer, value in row:
-            buffer[t].copy_(torch.as_tensor(value).detach())
+            if value is not None:
+                buffer[t].copy_(torch.as_tensor(value).detach())
         self.step += 1
 
     def compute_returns(self, last_value: Tensor, gamma: float, gae_lambda: float) -> None:

@@ -145,7 +145,7 @@ def test_separate_value_policies_get_their_values_in_one_batched_pass(rollout):
     # One call for the truncated env's final observation, one for all 10 rows, one for the
     # bootstrap value of the last observation.
     assert policy.value_rows == [1, 10, 2]
-    for name in ("values", "final_values", "advantages", "returns"):
+    for name in ("values", "log_probs", "final_values", "advantages", "returns"):
         torch.testing.assert_close(getattr(storage, name), getattr(reference, name))
 
 
@@ -166,3 +166,21 @@ def test_rollout_threads_apply_while_collecting_and_are_restored():
         assert set(seen) == {1} and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_batched_values_and_log_probs_equal_per_step_ones_for_a_real_mlp_policy():
+    from agents.policies import make_policy
+
+    env = ScriptedEnv()
+    policy = make_policy(env.observation_space, env.action_space)
+    storages = []
+    for batched in (True, False):
+        policy.separate_value = batched  # instance attribute: force either path
+        storage = RolloutStorage.from_spaces(5, 2, env.observation_space, env.action_space)
+        torch.manual_seed(0)
+        collect_rollout(env, policy, storage, torch.as_tensor(env.reset()), 0.5, 0.9)
+        storages.append(storage)
+    batched, per_step = storages
+    assert torch.equal(batched.actions, per_step.actions)
+    for name in ("values", "log_probs", "final_values", "advantages", "returns"):
+        torch.testing.assert_close(getattr(batched, name), getattr(per_step, name))

@@ -116,3 +116,15 @@ def test_compute_returns_uses_gae_convention() -> None:
     assert storage.returns[1, 1].item() == pytest.approx(1.0 + 0.9 * 5.0)
     # env 0 terminated after t = 0: no bootstrap.
     assert storage.returns[0, 0].item() == pytest.approx(1.0)
+
+
+def test_insert_leaves_fields_given_as_none_as_they_are() -> None:
+    storage = RolloutStorage(2, 3, (1,))
+    storage.values.fill_(7.0)
+    storage.log_probs.fill_(-1.0)
+    storage.insert(torch.ones(3, 1), torch.zeros(3), None, None, torch.ones(3),
+                   torch.zeros(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool))
+    assert storage.step == 1
+    assert torch.equal(storage.values[0], torch.full((3,), 7.0))
+    assert torch.equal(storage.log_probs[0], torch.full((3,), -1.0))
+    assert torch.equal(storage.rewards[0], torch.ones(3))
