@@ -134,8 +134,11 @@ class PolicyConfig:
         default=(64, 64), metadata=_check(lambda v: all(h >= 1 for h in v), "widths >= 1")
     )
     """Hidden layer widths of the actor and critic MLPs (vector observations)."""
-    activation: Literal["tanh", "relu"] = "tanh"
+    activation: Literal["tanh", "relu", "elu"] = "tanh"
     """Hidden activation of the MLPs."""
+    critic_activation: Literal["tanh", "relu", "elu"] | None = None
+    """Hidden activation of the critic MLP alone (None: ``activation``); the original ACKTR's
+    MuJoCo value function used ELU."""
     cnn_hidden_size: int = field(default=512, metadata=_at_least(1))
     """Width of the Nature CNN's fully connected layer."""
     log_std_init: float = 0.0

@@ -28,7 +28,7 @@ from agents.activations import Tanh
 from agents.config import PolicyConfig
 from agents.distributions import Distribution, DistributionSpec, make_distribution
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": Tanh, "relu": nn.ReLU}
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
 # CleanRL / baselines orthogonal-init gains: hidden layers, policy output, value output.
 HIDDEN_GAIN = math.sqrt(2.0)
@@ -231,8 +231,9 @@ class MLPActorCritic(_ActorCriticAPI):
         obs_dim: Length of one observation vector.
         action_space: Discrete or 1-D Box action space.
         hidden_sizes: Hidden widths of both networks, default ``(64, 64)``.
-        activation: ``"tanh"`` or ``"relu"``, default ``"tanh"``.
+        activation: ``"tanh"``, ``"relu"`` or ``"elu"``, default ``"tanh"``.
         log_std_init: Initial ``log_std`` for Box actions, default 0.0.
+        critic_activation: The critic's activation if different, default None (``activation``).
     """
 
     def __init__(
@@ -242,13 +243,16 @@ class MLPActorCritic(_ActorCriticAPI):
         hidden_sizes: tuple[int, ...] = (64, 64),
         activation: str = "tanh",
         log_std_init: float = 0.0,
+        critic_activation: str | None = None,
     ) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        critic_activation = critic_activation or activation
+        for name in (activation, critic_activation):
+            if name not in ACTIVATIONS:
+                raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
         self.spec: DistributionSpec = make_distribution(action_space)
         self.actor = Actor(obs_dim, self.spec, tuple(hidden_sizes), activation, log_std_init)
-        self.critic = mlp(obs_dim, tuple(hidden_sizes), 1, activation, VALUE_GAIN)
+        self.critic = mlp(obs_dim, tuple(hidden_sizes), 1, critic_activation, VALUE_GAIN)
 
     @property
     def log_std(self) -> nn.Parameter | None:
@@ -306,6 +310,7 @@ def make_policy(
             config.hidden_sizes,
             config.activation,
             config.log_std_init,
+            config.critic_activation,
         )
     raise ValueError(
         f"unsupported observation space {type(observation_space).__name__} "

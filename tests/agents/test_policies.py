@@ -211,3 +211,13 @@ def test_distribution_alone_matches_forward() -> None:
         alone = policy.distribution(obs)
         action = dist.sample()
         torch.testing.assert_close(alone.log_prob(action), dist.log_prob(action))
+
+
+def test_critic_activation_option() -> None:
+    policy = make_policy(VECTOR, BOX, PolicyConfig(critic_activation="elu"))
+    critic_acts = [m for m in policy.critic if not isinstance(m, nn.Linear)]
+    actor_acts = [m for m in policy.actor.net if not isinstance(m, nn.Linear)]
+    assert critic_acts and all(isinstance(m, nn.ELU) for m in critic_acts)
+    assert actor_acts and all(isinstance(m, nn.Tanh) for m in actor_acts)
+    with pytest.raises(ValueError, match="'gelu'"):
+        MLPActorCritic(8, BOX, critic_activation="gelu")
