@@ -120,6 +120,12 @@ class EnvConfig:
     """Atari: sticky-action probability (0.0 as in the ACKTR paper; ALE v5 uses 0.25)."""
     full_action_space: bool = False
     """Atari: use all 18 actions instead of the game's minimal set."""
+    eval_max_frames: int | None = field(default=None, metadata=_check(
+        lambda v: v is None or v >= 1, "None or >= 1"))
+    """Atari: emulator frames after which an evaluation episode is cut (truncated, its score so
+    far counted). None (default): ale-py's 108000 (30 minutes at 60 Hz), as in training; 18000
+    is the 5 minutes of Mnih et al. (2015)'s evaluation, which bounds the cost of a greedy
+    policy that never serves again (Breakout)."""
 
 
 @dataclass

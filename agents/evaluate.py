@@ -3,6 +3,7 @@ recording one evaluation episode as a video."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -47,6 +48,8 @@ def make_env_from_config(
             episodic_life=e.episodic_life,
             clip_rewards=e.clip_rewards,
         )
+        if not training and e.eval_max_frames is not None:
+            atari = dataclasses.replace(atari, max_frames_per_episode=e.eval_max_frames)
     return make_vec_env(
         e.env_id,
         num_envs if num_envs is not None else e.num_envs,
