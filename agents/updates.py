@@ -12,7 +12,9 @@ trunk they are one joint distribution ``pi(a|s) p(v|s)``: one backward of the su
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -144,17 +146,10 @@ def separate_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cf
     opt, critic_opt = opts.main, opts.critic
     assert isinstance(opt, acktr.KFAC) and critic_opt is not None
     obs = batch.obs.float()
-    rows = fisher_rows(len(obs), opt, obs.device) if opt.stats_due else None
-    if opt.stats_due and rows is not None:
-        with opt.record_stats():
-            policy_fisher_loss(actor(obs[rows])).backward()
-    dist = actor(obs)
+    dist = _forward_with_fisher_pass(actor, obs, opt, policy_fisher_loss)
     log_probs = dist.log_prob(batch.actions)
     entropy = dist.entropy().mean()
     pg_loss = -(_advantages(batch, cfg).detach() * log_probs).mean() - algo.ent_coef * entropy
-    if opt.stats_due and rows is None:
-        with opt.record_stats():
-            policy_fisher_loss(dist).backward(retain_graph=True)
     opt.zero_grad(set_to_none=True)
     pg_loss.backward()
     average_gradients(actor.parameters())
@@ -167,15 +162,8 @@ def separate_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cf
         adapt_step_size(opt, kl, algo.target_kl)
 
     for _ in range(algo.critic_updates):
-        rows = fisher_rows(len(obs), critic_opt, obs.device) if critic_opt.stats_due else None
-        if critic_opt.stats_due and rows is not None:
-            with critic_opt.record_stats():
-                acktr.fisher_loss(critic(obs[rows]).squeeze(-1), "gaussian").backward()
-        values = critic(obs).squeeze(-1)
-        vf_loss = 0.5 * (batch.returns - values).pow(2).mean()
-        if critic_opt.stats_due and rows is None:
-            with critic_opt.record_stats():
-                acktr.fisher_loss(values, "gaussian").backward(retain_graph=True)
+        values = _forward_with_fisher_pass(critic, obs, critic_opt, _value_fisher_loss)
+        vf_loss = 0.5 * (batch.returns - values.squeeze(-1)).pow(2).mean()
         critic_opt.zero_grad(set_to_none=True)
         vf_loss.backward()
         average_gradients(critic.parameters())
@@ -185,6 +173,29 @@ def separate_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cf
     metrics.update(_optimizer_metrics(opt, "opt"))
     metrics.update(_optimizer_metrics(critic_opt, "critic_opt"))
     return metrics
+
+
+def _forward_with_fisher_pass(module: nn.Module, obs: Tensor, opt: acktr.KFAC,
+                              fisher_loss: Callable[[Any], Tensor]) -> Any:
+    """``module(obs)``, after ``opt``'s Fisher pass when its statistics are due: on the random
+    rows of :func:`fisher_rows` (a separate forward) or, without a subset, back-propagated
+    through this forward (whose graph is kept for the training loss)."""
+    if not opt.stats_due:
+        return module(obs)
+    rows = fisher_rows(len(obs), opt, obs.device)
+    if rows is not None:
+        with opt.record_stats():
+            fisher_loss(module(obs[rows])).backward()
+        return module(obs)
+    out = module(obs)
+    with opt.record_stats():
+        fisher_loss(out).backward(retain_graph=True)
+    return out
+
+
+def _value_fisher_loss(values: Tensor) -> Tensor:
+    """The critic's Gauss-Newton metric: a Gaussian output with a sampled target."""
+    return acktr.fisher_loss(values.squeeze(-1), "gaussian")
 
 
 def adapt_step_size(opt: acktr.KFAC, kl: float, target_kl: float) -> None:
