@@ -334,7 +334,8 @@ def normalization_state(venv: Any) -> dict[str, Any]:
 
 
 EvalFn = Callable[[nn.Module, dict[str, Any]], tuple[float, float]]
-PointFn = Callable[[int, float, float, float], None]
+PointFn = Callable[..., None]
+"""``on_point(timesteps, eval_mean, eval_std, wall_seconds, train_return)``."""
 
 
 def grid_eval_callback(grid: Sequence[int], evaluate_fn: EvalFn, on_point: PointFn) -> Any:
@@ -343,9 +344,11 @@ def grid_eval_callback(grid: Sequence[int], evaluate_fn: EvalFn, on_point: Point
     Args:
         grid: increasing timesteps.
         evaluate_fn: ``(adapter, env_state) -> (return_mean, return_std)``.
-        on_point: called ``(timesteps, return_mean, return_std, train_wall_seconds)`` per
-            evaluation; ``train_wall_seconds`` counts from the start of ``learn`` and excludes
-            evaluation time.
+        on_point: called ``(timesteps, return_mean, return_std, train_wall_seconds,
+            train_return)`` per evaluation; ``train_wall_seconds`` counts from the start of
+            ``learn`` and excludes evaluation time; ``train_return`` is the mean return of the
+            last 100 training episodes (SB3's ``ep_info_buffer``: Monitor's full episodes, raw
+            rewards), NaN before the first.
 
     Evaluations happen at the start of a rollout (after the previous update) and at the end of
     training; several grid points passed in one update give one evaluation.
@@ -385,7 +388,8 @@ def grid_eval_callback(grid: Sequence[int], evaluate_fn: EvalFn, on_point: Point
             mean, std = evaluate_fn(adapter, normalization_state(self.model.get_env()))
             self.eval_seconds += time.perf_counter() - began
             self.last_timesteps = t
-            on_point(t, mean, std, wall)
+            episodes = [float(info["r"]) for info in self.model.ep_info_buffer or ()]
+            on_point(t, mean, std, wall, float(np.mean(episodes)) if episodes else float("nan"))
 
     return GridEvalCallback()
 
@@ -413,9 +417,9 @@ def train_baseline(
         model = make_sb3_model(spec, venv, seed, device, total_timesteps)
         points: list[float] = []
 
-        def record(t: int, mean: float, std: float, wall: float) -> None:
+        def record(t: int, mean: float, std: float, wall: float, train_return: float) -> None:
             points.append(wall)
-            on_point(t, mean, std, wall)
+            on_point(t, mean, std, wall, train_return)
 
         callback = grid_eval_callback(grid, evaluate_fn, record)
         model.learn(total_timesteps=total_timesteps, callback=callback, progress_bar=False)

@@ -49,6 +49,7 @@ import yaml
 
 from agents.baselines import BASELINE_ALGOS
 from agents.compare_report import (
+    OPTIONAL_FIELDS,
     RESULT_FIELDS,
     env_slug,
     markdown_table,
@@ -221,7 +222,8 @@ def parse_thresholds(items: Sequence[str], envs: Sequence[str]) -> dict[str, flo
 # ---------------------------------------------------------------------------------------------
 # One run (in a worker process).
 
-PointFn = Callable[[int, float, float, float], None]
+PointFn = Callable[..., None]
+"""``on_point(timesteps, eval_mean, eval_std, wall_seconds, train_return=nan)``."""
 
 
 def segment_updates(grid: Sequence[int], batch: int) -> list[int]:
@@ -263,7 +265,8 @@ def train_ours(spec: RunSpec, run_dir: Path, on_point: PointFn,
         if ckpt is not None and reached in {u * cfg.batch_size for u in updates[:-1]} and (
                 reached not in evaluated):  # stopped while evaluating at this point
             mean, std = _evaluate_checkpoint(cfg, ckpt, spec.eval_episodes, device)
-            on_point(reached, mean, std, float(ckpt["progress"]["wall_seconds"]))
+            on_point(reached, mean, std, float(ckpt["progress"]["wall_seconds"]),
+                     _mean_or_nan(ckpt["progress"]["recent_returns"]))
         del ckpt
         points = set(updates[:-1])  # the last one is the trainer's final evaluation
 
@@ -271,18 +274,25 @@ def train_ours(spec: RunSpec, run_dir: Path, on_point: PointFn,
             if progress.update in points:
                 returns, _ = evaluate(policy, cfg, spec.eval_episodes, device, env.state_dict())
                 on_point(progress.timesteps, float(returns.mean()), float(returns.std()),
-                         progress.wall_seconds)
+                         progress.wall_seconds, _mean_or_nan(progress.recent_returns))
 
         summary = train(cfg, train_dir, resume=reached > 0, progress_bar=False,
                         tensorboard=False, after_update=after_update, checkpoint_at=updates)
         if summary["interrupted"]:
             raise KeyboardInterrupt
         on_point(int(summary["timesteps"]), summary["final_return_mean"],
-                 summary["final_return_std"], summary["wall_seconds"])
+                 summary["final_return_std"], summary["wall_seconds"],
+                 float(summary.get("train_return_mean", float("nan"))))
     return {"timesteps": summary["timesteps"], "wall_seconds": summary["wall_seconds"],
             "fps": summary["fps"], "updates": summary["updates"], "device": summary["device"],
             "batch_size": cfg.batch_size, "source": f"configs/{family_config(spec.env_id).name}",
             "notes": []}
+
+
+def _mean_or_nan(values) -> float:
+    """Mean of the recent training returns, NaN before the first finished episode."""
+    values = list(values)
+    return float(sum(values) / len(values)) if values else float("nan")
 
 
 def _evaluate_checkpoint(cfg, ckpt: dict[str, Any], episodes: int,
@@ -359,14 +369,16 @@ def run_one(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
         print(f"{spec.key}: continuing after {max(evaluated, default=0)} steps", flush=True)
     else:
         with evals.open("w", newline="") as f:
-            csv.DictWriter(f, fieldnames=RESULT_FIELDS).writeheader()
+            csv.DictWriter(f, fieldnames=RESULT_FIELDS + OPTIONAL_FIELDS).writeheader()
     (run_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2) + "\n")
 
-    def on_point(t: int, mean: float, std: float, wall: float) -> None:
+    def on_point(t: int, mean: float, std: float, wall: float,
+                 train_return: float = float("nan")) -> None:
         row = {"algo": spec.algo, "env": spec.env_id, "seed": spec.seed, "timesteps": t,
-               "eval_return_mean": mean, "eval_return_std": std, "wall_seconds": wall}
+               "eval_return_mean": mean, "eval_return_std": std, "wall_seconds": wall,
+               "train_return_mean": train_return}
         with evals.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=RESULT_FIELDS).writerow(row)
+            csv.DictWriter(f, fieldnames=RESULT_FIELDS + OPTIONAL_FIELDS).writerow(row)
         print(f"{spec.key}: {t} steps, eval {mean:.2f} +- {std:.2f}, {wall:.1f} s", flush=True)
 
     if spec.algo in OUR_ALGOS:

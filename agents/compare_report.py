@@ -29,6 +29,10 @@ import numpy as np
 ALGO_ORDER = ("acktr", "a2c", "sb3-a2c", "trpo")
 RESULT_FIELDS = ("algo", "env", "seed", "timesteps", "eval_return_mean", "eval_return_std",
                  "wall_seconds")
+OPTIONAL_FIELDS = ("train_return_mean",)
+"""Written when known, NaN when absent (files from before the column): the mean return of the
+last 100 training episodes finished by that point (full games, raw rewards, stochastic policy;
+the statistic of the ACKTR paper's Atari table)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ def write_results(rows: Iterable[dict[str, Any]], path: Path) -> None:
     seed, timesteps."""
     ordered = sorted(rows, key=lambda r: (r["env"], r["algo"], int(r["seed"]), int(r["timesteps"])))
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=RESULT_FIELDS, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=RESULT_FIELDS + OPTIONAL_FIELDS, extrasaction="ignore")
         w.writeheader()
         w.writerows(ordered)
 
@@ -85,7 +89,8 @@ def _typed(r: dict[str, Any]) -> dict[str, Any]:
             "timesteps": int(float(r["timesteps"])),
             "eval_return_mean": float(r["eval_return_mean"]),
             "eval_return_std": float(r["eval_return_std"]),
-            "wall_seconds": float(r["wall_seconds"])}
+            "wall_seconds": float(r["wall_seconds"]),
+            "train_return_mean": float(r.get("train_return_mean") or "nan")}
 
 
 def curves(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[int, Curve]]:

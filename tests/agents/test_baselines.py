@@ -147,7 +147,7 @@ def test_grid_callback_evaluates_after_updates_past_each_point_without_counting_
         return 1.0, 0.5
 
     callback = grid_eval_callback((30, 64, 100), evaluate_fn,
-                                  lambda t, m, s, w: points.append((t, m, s, w)))
+                                  lambda t, m, s, w, r: points.append((t, m, s, w, r)))
     began = time.perf_counter()
     model.learn(total_timesteps=100, callback=callback)
     total = time.perf_counter() - began
@@ -156,4 +156,7 @@ def test_grid_callback_evaluates_after_updates_past_each_point_without_counting_
     assert all(p[1:3] == (1.0, 0.5) for p in points)
     walls = [p[3] for p in points]
     assert walls == sorted(walls) and walls[-1] < total - 0.1  # 3 x 0.05 s of eval excluded
+    # the training return: Monitor's last (up to 100) full episodes when the point was taken
+    finished = [info["r"] for info in model.ep_info_buffer]
+    assert finished and points[-1][4] == pytest.approx(np.mean(finished))
     venv.close()

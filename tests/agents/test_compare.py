@@ -26,6 +26,7 @@ from agents.compare import (
     segment_updates,
 )
 from agents.compare_report import (
+    OPTIONAL_FIELDS,
     RESULT_FIELDS,
     area_under_curve,
     read_results,
@@ -138,13 +139,23 @@ def test_results_csv_has_the_documented_columns(tmp_path):
     write_results(rows, tmp_path / "results.csv")
     with (tmp_path / "results.csv").open() as f:
         header = next(csv.reader(f))
-    assert tuple(header) == RESULT_FIELDS == ("algo", "env", "seed", "timesteps",
-                                              "eval_return_mean", "eval_return_std",
-                                              "wall_seconds")
+    assert tuple(header) == RESULT_FIELDS + OPTIONAL_FIELDS == (
+        "algo", "env", "seed", "timesteps", "eval_return_mean", "eval_return_std",
+        "wall_seconds", "train_return_mean")
     back = read_results(tmp_path / "results.csv")
     assert [(r["algo"], r["timesteps"]) for r in back] == [("a2c", 100), ("trpo", 100),
                                                           ("trpo", 200)]
     assert back[2]["eval_return_mean"] == 2.0 and back[2]["wall_seconds"] == 2.0
+    assert all(math.isnan(r["train_return_mean"]) for r in back)  # rows without it: NaN
+
+
+def test_training_return_column_round_trips_and_old_files_still_read(tmp_path):
+    rows = [{**r, "train_return_mean": 7.5} for r in _rows("acktr", "E", 0, [(100, 1.0)])]
+    write_results(rows, tmp_path / "results.csv")
+    assert read_results(tmp_path / "results.csv")[0]["train_return_mean"] == 7.5
+    old = tmp_path / "old.csv"  # written before the column existed
+    old.write_text(",".join(RESULT_FIELDS) + "\nacktr,E,0,100,1.0,0.0,1.0\n")
+    assert math.isnan(read_results(old)[0]["train_return_mean"])
 
 
 def test_reading_results_without_a_column_names_it(tmp_path):
@@ -236,6 +247,9 @@ def test_our_runs_are_evaluated_like_the_trainers_final_evaluation(tmp_path):
     last = read_results(tmp_path / "r" / "evals.csv")[-1]
     assert last["eval_return_mean"] == summary["final_return_mean"]
     assert summary["eval_episodes"] == 2
+    # the training return beside it: the trainer's mean of its last 100 finished episodes
+    assert np.isfinite(last["train_return_mean"])
+    assert last["train_return_mean"] == pytest.approx(summary["train_return_mean"])
 
 
 class Stop(Exception):
@@ -267,6 +281,8 @@ def test_a_stopped_run_of_ours_continues_exactly_from_its_last_evaluation(tmp_pa
     a, b = (read_results(d / "evals.csv") for d in (tmp_path / "full", run_dir))
     assert [r["timesteps"] for r in b] == [128, 256, 384]
     assert [r["eval_return_mean"] for r in a] == [r["eval_return_mean"] for r in b]
+    np.testing.assert_array_equal([r["train_return_mean"] for r in a],
+                                  [r["train_return_mean"] for r in b])
     assert done["timesteps"] == full["timesteps"] == 384
 
 
