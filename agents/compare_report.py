@@ -11,7 +11,10 @@ All numbers come from the evaluation rows (one per algo, env, seed and evaluatio
 - timesteps to threshold: per seed, the first evaluation point whose mean return is >= the
   threshold; reported as the median over the seeds that reached it, with how many did;
 - wall-clock (training only, evaluation excluded) and fps = timesteps / wall-clock, mean over
-  seeds.
+  seeds;
+- where the rows carry it, the training return at the end: per seed, the mean return of the last
+  100 training episodes at the last evaluation point (stochastic policy, full episodes, raw
+  rewards: the statistic of the ACKTR paper's Atari table); mean and std over seeds.
 """
 
 from __future__ import annotations
@@ -61,6 +64,23 @@ class AlgoSummary:
     wall_seconds: float
     fps: float
     timesteps: float
+    train_final_mean: float = float("nan")
+    train_final_std: float = float("nan")
+
+
+def _final_training_returns(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list]:
+    """``{(env, algo): [per seed, train_return_mean at its last point]}``, finite values only."""
+    last: dict[tuple[str, str, int], tuple[int, float]] = {}
+    for r in rows:
+        key = (r["env"], r["algo"], int(r["seed"]))
+        t = int(r["timesteps"])
+        if key not in last or t > last[key][0]:
+            last[key] = (t, float(r.get("train_return_mean", float("nan"))))
+    out: dict[tuple[str, str], list] = defaultdict(list)
+    for (env, algo, _), (_, value) in last.items():
+        if math.isfinite(value):
+            out[(env, algo)].append(value)
+    return out
 
 
 def write_results(rows: Iterable[dict[str, Any]], path: Path) -> None:
@@ -142,8 +162,11 @@ def summarize(
         thresholds: return threshold per env id (envs without one get None).
     """
     thresholds = thresholds or {}
+    rows = list(rows)
+    training = _final_training_returns(rows)
     out = []
     for (env, algo), by_seed in curves(rows).items():
+        train = training.get((env, algo), [])
         finals = [c.returns[-1] for c in by_seed.values()]
         aucs = [area_under_curve(c.timesteps, c.returns, grid) for c in by_seed.values()]
         thr = thresholds.get(env)
@@ -161,6 +184,8 @@ def summarize(
             wall_seconds=float(np.mean(walls)),
             fps=float(np.mean([s / max(w, 1e-9) for s, w in zip(steps, walls, strict=True)])),
             timesteps=float(np.mean(steps)),
+            train_final_mean=float(np.mean(train)) if train else float("nan"),
+            train_final_std=float(np.std(train)) if train else float("nan"),
         ))
     envs = list(dict.fromkeys(s.env for s in out))
     rank = {a: i for i, a in enumerate(ALGO_ORDER)}
@@ -198,6 +223,9 @@ def markdown_table(summaries: Sequence[AlgoSummary], sources: dict[str, str] | N
     head = ["algo", "seeds", "final return (mean +- std over seeds)", "AUC (mean return)",
             "steps to " + (f">= {thr:g}" if thr is not None else "threshold"),
             "wall-clock", "fps"]
+    with_training = any(math.isfinite(s.train_final_mean) for s in summaries)
+    if with_training:
+        head.insert(3, "training return, last 100 episodes")
     if paper is not None:
         head.append("paper")
     if sources:
@@ -213,6 +241,9 @@ def markdown_table(summaries: Sequence[AlgoSummary], sources: dict[str, str] | N
         cells = [s.algo, str(s.seeds), f"{s.final_mean:.1f} +- {s.final_std:.1f}",
                  f"{s.auc_mean:.1f} +- {s.auc_std:.1f}", reach, _duration(s.wall_seconds),
                  f"{s.fps:.0f}"]
+        if with_training:
+            cells.insert(3, f"{s.train_final_mean:.1f} +- {s.train_final_std:.1f}"
+                         if math.isfinite(s.train_final_mean) else "n/a")
         if paper is not None:
             cells.append(paper.get((s.env, s.algo), ""))
         if sources:

@@ -29,6 +29,7 @@ from agents.compare_report import (
     OPTIONAL_FIELDS,
     RESULT_FIELDS,
     area_under_curve,
+    markdown_table,
     read_results,
     summarize,
     timesteps_to_threshold,
@@ -132,6 +133,23 @@ def test_summarize_over_seeds():
     assert s.wall_seconds == pytest.approx((3.0 + 6.0) / 2)
     assert s.fps == pytest.approx((100 + 50) / 2)
     assert by_algo["a2c"].threshold_median is None and by_algo["a2c"].threshold_reached == 0
+
+
+def test_final_training_return_is_summarized_and_shown_when_known():
+    grid = [100, 200]
+    rows = ([{**r, "train_return_mean": v} for r, v in zip(
+                _rows("acktr", "E", 0, [(100, 0.0), (200, 1.0)]), [5.0, 7.0], strict=True)]
+            + [{**r, "train_return_mean": v} for r, v in zip(
+                _rows("acktr", "E", 1, [(200, 2.0), (100, 1.0)]), [11.0, 3.0], strict=True)]
+            + _rows("a2c", "E", 0, [(100, 0.0), (200, 0.0)]))  # a file without the column
+    by_algo = {s.algo: s for s in summarize(rows, grid)}
+    assert (by_algo["acktr"].train_final_mean, by_algo["acktr"].train_final_std) == (9.0, 2.0)
+    assert math.isnan(by_algo["a2c"].train_final_mean)
+    table = markdown_table(list(by_algo.values()))
+    assert "training return, last 100 episodes" in table and "9.0 +- 2.0" in table
+    assert "| a2c | 1 | 0.0 +- 0.0 | n/a |" in table
+    assert "training return" not in markdown_table(summarize(_rows("a2c", "E", 0, [(100, 1.0)]),
+                                                             [100]))
 
 
 def test_results_csv_has_the_documented_columns(tmp_path):
