@@ -606,9 +606,21 @@ def collect_rows(specs: Sequence[RunSpec], out: Path) -> tuple[list[dict], dict[
     for spec in specs:
         run_dir = out / "runs" / spec.key
         if (run_dir / "done.json").is_file():
-            rows += read_results(run_dir / "evals.csv")
+            rows += _with_final_training_return(read_results(run_dir / "evals.csv"), run_dir)
             done[spec.key] = json.loads((run_dir / "done.json").read_text())
     return rows, done
+
+
+def _with_final_training_return(rows: list[dict], run_dir: Path) -> list[dict]:
+    """Our runs whose ``evals.csv`` predates the ``train_return_mean`` column: the last row
+    takes it from the trainer's ``summary.json`` (same timesteps), the others stay NaN."""
+    summary_path = run_dir / "train" / "summary.json"
+    if not rows or math.isfinite(rows[-1]["train_return_mean"]) or not summary_path.is_file():
+        return rows
+    summary = json.loads(summary_path.read_text())
+    if int(summary.get("timesteps", -1)) == rows[-1]["timesteps"]:
+        rows[-1]["train_return_mean"] = float(summary.get("train_return_mean", float("nan")))
+    return rows
 
 
 def write_report(out: Path, specs: Sequence[RunSpec], sources: dict[str, dict[str, str]],

@@ -270,6 +270,21 @@ def test_our_runs_are_evaluated_like_the_trainers_final_evaluation(tmp_path):
     assert last["train_return_mean"] == pytest.approx(summary["train_return_mean"])
 
 
+def test_runs_from_before_the_training_return_column_take_it_from_the_summary(tmp_path):
+    spec = _spec(algo="acktr")
+    compare.run_one(spec, tmp_path / "runs" / spec.key)
+    run_dir = tmp_path / "runs" / spec.key
+    rows = read_results(run_dir / "evals.csv")
+    with (run_dir / "evals.csv").open("w", newline="") as f:  # the file as written before
+        w = csv.DictWriter(f, fieldnames=RESULT_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    back, _ = compare.collect_rows([spec], tmp_path)
+    summary = json.loads((run_dir / "train" / "summary.json").read_text())
+    assert back[-1]["train_return_mean"] == pytest.approx(summary["train_return_mean"])
+    assert all(math.isnan(r["train_return_mean"]) for r in back[:-1])
+
+
 class Stop(Exception):
     """Raised by an evaluation hook: the run is killed at that point."""
 
