@@ -38,7 +38,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "baselines"
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
 OPTIMIZERS = ("adam", "rmsprop", "rmsprop_tf_like")
 # What an entry may hold besides the algorithm's own constructor arguments.
-ENTRY_KEYS = ("zoo_entry", "policy", "n_envs", "normalize", "learning_rate_schedule",
+ENTRY_KEYS = ("zoo_entry", "source", "policy", "n_envs", "normalize", "learning_rate_schedule",
               "policy_kwargs")
 POLICY_KWARGS = ("net_arch", "activation_fn", "log_std_init", "ortho_init", "optimizer",
                  "optimizer_kwargs", "full_std", "squash_output")
@@ -131,7 +131,8 @@ def load_baseline_spec(
     """Resolve ``algo``'s hyperparameters for ``env_id`` from its YAML file.
 
     Lookup order: ``envs[env_id]``, then the ``atari`` entry for Atari image envs (``kind ==
-    "atari"``), else SB3's defaults (``source`` says "untuned"). Every key is checked: an unknown
+    "atari"``), else SB3's defaults (``source`` says "untuned"; an entry without a zoo entry may
+    name its own ``source``). Every key is checked: an unknown
     key, or one the SB3 class does not take, is an error naming it and the valid ones.
 
     Args:
@@ -153,7 +154,8 @@ def load_baseline_spec(
     else:
         entry = dict(entry)
         zoo = entry.get("zoo_entry")
-        source = f"rl-zoo3 {zoo_file}: {zoo}" if zoo else "untuned (SB3 defaults; no rl-zoo3 entry)"
+        source = (f"rl-zoo3 {zoo_file}: {zoo}" if zoo else str(entry["source"])
+                  if entry.get("source") else "untuned (SB3 defaults; no rl-zoo3 entry)")
     return spec_from_entry(algo, env_id, kind, entry, source, where=f"{path}: {env_id}")
 
 

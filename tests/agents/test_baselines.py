@@ -54,6 +54,11 @@ def test_atari_entry_and_untuned_envs():
     assert kwargs["optimizer_kwargs"] == {"eps": 1e-5}
     untuned = load_baseline_spec("trpo", "InvertedPendulum-v5", "mujoco")
     assert untuned.source.startswith("untuned") and untuned.algo_kwargs == {}
+    # TRPO on Atari: baselines' trpo_mpi settings, a batch that fits in memory, its own source
+    trpo = load_baseline_spec("trpo", "ALE/Breakout-v5", "atari")
+    assert trpo.source.startswith("openai/baselines trpo_mpi/run_atari.py")
+    assert trpo.n_envs * trpo.algo_kwargs["n_steps"] == 8192
+    assert trpo.algo_kwargs["target_kl"] == 0.001 and trpo.algo_kwargs["gamma"] == 0.98
 
 
 def test_linear_learning_rate_is_sb3_schedule():
