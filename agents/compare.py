@@ -245,7 +245,7 @@ def train_ours(spec: RunSpec, run_dir: Path, on_point: PointFn,
     """
     from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint
     from agents.evaluate import evaluate
-    from agents.trainer import resolve_device, train
+    from agents.trainer import mean_or_nan, resolve_device, train
 
     base = our_config(spec)
     updates = segment_updates(spec.grid, base.batch_size)
@@ -266,7 +266,7 @@ def train_ours(spec: RunSpec, run_dir: Path, on_point: PointFn,
                 reached not in evaluated):  # stopped while evaluating at this point
             mean, std = _evaluate_checkpoint(cfg, ckpt, spec.eval_episodes, device)
             on_point(reached, mean, std, float(ckpt["progress"]["wall_seconds"]),
-                     _mean_or_nan(ckpt["progress"]["recent_returns"]))
+                     mean_or_nan(ckpt["progress"]["recent_returns"]))
         del ckpt
         points = set(updates[:-1])  # the last one is the trainer's final evaluation
 
@@ -274,7 +274,7 @@ def train_ours(spec: RunSpec, run_dir: Path, on_point: PointFn,
             if progress.update in points:
                 returns, _ = evaluate(policy, cfg, spec.eval_episodes, device, env.state_dict())
                 on_point(progress.timesteps, float(returns.mean()), float(returns.std()),
-                         progress.wall_seconds, _mean_or_nan(progress.recent_returns))
+                         progress.wall_seconds, mean_or_nan(progress.recent_returns))
 
         summary = train(cfg, train_dir, resume=reached > 0, progress_bar=False,
                         tensorboard=False, after_update=after_update, checkpoint_at=updates)
@@ -287,12 +287,6 @@ def train_ours(spec: RunSpec, run_dir: Path, on_point: PointFn,
             "fps": summary["fps"], "updates": summary["updates"], "device": summary["device"],
             "batch_size": cfg.batch_size, "source": f"configs/{family_config(spec.env_id).name}",
             "notes": []}
-
-
-def _mean_or_nan(values) -> float:
-    """Mean of the recent training returns, NaN before the first finished episode."""
-    values = list(values)
-    return float(sum(values) / len(values)) if values else float("nan")
 
 
 def _evaluate_checkpoint(cfg, ckpt: dict[str, Any], episodes: int,

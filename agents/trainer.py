@@ -269,7 +269,8 @@ def _resume_env(ckpt: dict[str, Any], env: VecEnv, cfg: Config, progress: Progre
     return obs_to_tensor(env.reset(seed=env_seed), device)
 
 
-def _mean(xs) -> float:
+def mean_or_nan(xs) -> float:
+    """Mean of ``xs`` (e.g. the recent episode returns), NaN when empty."""
     return float(np.mean(xs)) if len(xs) else float("nan")
 
 
@@ -279,11 +280,11 @@ def _log_row(progress: Progress, metrics: dict[str, float]) -> dict[str, float]:
         "timesteps": progress.timesteps,
         "wall_seconds": progress.wall_seconds,
         "fps": progress.timesteps / max(progress.wall_seconds, 1e-9),
-        "return_mean": _mean(progress.recent_returns),
+        "return_mean": mean_or_nan(progress.recent_returns),
         "return_std": float(np.std(progress.recent_returns))
         if progress.recent_returns
         else float("nan"),
-        "length_mean": _mean(progress.recent_lengths),
+        "length_mean": mean_or_nan(progress.recent_lengths),
         "episodes": progress.episodes,
         **metrics,
     }
@@ -411,7 +412,8 @@ def _train(
                 at_boundary = True
                 bar.update(cfg.batch_size)
                 rate = bar.format_dict.get("rate") or 0.0
-                bar.set_postfix(fps=f"{rate:.0f}", ret=f"{_mean(progress.recent_returns):.1f}")
+                recent = mean_or_nan(progress.recent_returns)
+                bar.set_postfix(fps=f"{rate:.0f}", ret=f"{recent:.1f}")
                 if progress.update % cfg.run.log_interval == 0 or (
                     progress.update == cfg.num_updates
                 ):
@@ -440,7 +442,7 @@ def _train(
         "updates": progress.update,
         "wall_seconds": progress.wall_seconds,
         "fps": progress.timesteps / max(progress.wall_seconds, 1e-9),
-        "train_return_mean": _mean(progress.recent_returns),
+        "train_return_mean": mean_or_nan(progress.recent_returns),
         "device": str(device),
         "interrupted": interrupted,
     }
