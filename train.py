@@ -146,10 +146,11 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _default_config(env_id: str | None) -> Path:
-    from envs.registry import resolve_kind
+    if env_id is None:
+        return CONFIG_DIR / FAMILY_CONFIGS["gym"]
+    from envs.registry import resolve_kind  # imports gymnasium: only when needed
 
-    kind = resolve_kind(env_id, "auto") if env_id else "gym"
-    return CONFIG_DIR / FAMILY_CONFIGS[kind]
+    return CONFIG_DIR / FAMILY_CONFIGS[resolve_kind(env_id, "auto")]
 
 
 def _run_name(cfg) -> str:

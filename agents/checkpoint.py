@@ -210,10 +210,10 @@ def check_checkpoint(state: Any, path: str | Path, required: Collection[str] = R
     version = state.get(FORMAT_KEY, 1)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise BadInputError(f"{path}: {FORMAT_KEY} {version!r} is not a format of this project "
-                            f"(1 to {CHECKPOINT_FORMAT})")
+                            f"(a whole number from 1 to {CHECKPOINT_FORMAT})")
     if version > CHECKPOINT_FORMAT:
         raise BadInputError(f"{path}: checkpoint format {version} was written by a newer "
-                            f"version of this project; this one reads formats 1 to "
+                            f"version of this project; this one reads formats up to "
                             f"{CHECKPOINT_FORMAT} (upgrade the package)")
     missing = [k for k in required if k not in state]
     if missing:
@@ -287,10 +287,11 @@ def check_resumable(ckpt: dict[str, Any], cfg: Config, path: str | Path) -> None
     diffs = []
     for key in RESUME_MUST_MATCH:
         section, _, name = key.partition(".")
-        old = before[section][name] if name else before[section]
-        new = now[section][name] if name else now[section]
-        if old != new:
-            diffs.append(f"{key} {old!r} there, {new!r} now")
+        names = [name] if name else list(now[section])
+        for name_ in names:
+            old, new = before[section].get(name_), now[section][name_]
+            if old != new:
+                diffs.append(f"{section}.{name_} {old!r} there, {new!r} now")
     if diffs:
         raise BadInputError(f"{path}: cannot resume with other settings than the checkpoint's "
                             f"({'; '.join(diffs)}); resume with the run's own config")

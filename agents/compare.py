@@ -634,10 +634,13 @@ def read_done(path: Path) -> dict[str, Any]:
     Raises:
         agents.errors.BadInputError: naming the file, with what to do.
     """
-    done = read_json(path, "finished-run record")
+    advice = f"remove {path.parent} to rerun that run"
+    try:
+        done = read_json(path, "finished-run record")
+    except BadInputError as err:
+        raise BadInputError(f"{err}; {advice}") from None
     if not isinstance(done.get("spec"), dict):
-        raise BadInputError(f"{path}: not a finished-run record: no 'spec' mapping; remove "
-                            f"{path.parent} to rerun that run")
+        raise BadInputError(f"{path}: not a finished-run record: no 'spec' mapping; {advice}")
     return done
 
 

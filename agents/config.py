@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-from agents.errors import BadInputError
+from agents.errors import BadInputError, MissingInputError
 from agents.files import parse_yaml, read_yaml
 
 
@@ -478,20 +478,21 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
     Raises:
         ConfigError: Unknown keys (named, with the valid ones listed), values of the wrong type
-            or out of range, malformed overrides; an error the file alone causes names it.
-        agents.errors.BadInputError: The file is missing, unreadable, not YAML, or holds a
-            Python tag, a duplicate key or something other than a mapping of sections (see
-            :func:`agents.files.read_yaml`).
+            or out of range, malformed overrides (an error the file alone causes names it); a
+            file that is unreadable, not YAML, or holds a Python tag, a duplicate key or
+            something other than a mapping of sections (see :func:`agents.files.read_yaml`).
+        agents.errors.MissingInputError: There is no file at ``path``.
     """
     data: Any = {}
     if path is not None:
+        sections = ", ".join(f.name for f in fields(Config))
         try:
-            data = read_yaml(path, "config", empty={})
+            data = read_yaml(path, "config", empty={},
+                             shape=f"a mapping of sections ({sections})")
+        except MissingInputError:
+            raise
         except BadInputError as err:
-            if "at the top level" not in str(err):
-                raise
-            raise ConfigError(f"{err}; expected a mapping of sections ("
-                              f"{', '.join(f.name for f in fields(Config))})") from None
+            raise ConfigError(str(err)) from None
     try:
         return config_from_dict(apply_overrides(data, overrides or []))
     except ConfigError as err:

@@ -4,10 +4,10 @@ Every reader takes the path and a short name of what the file should be (``"conf
 ``"compare record"``, ...) and raises :class:`agents.errors.BadInputError` with a one-line
 message naming the file, what is wrong and what is allowed, for every way a file can be bad:
 missing (:class:`~agents.errors.MissingInputError`), a directory, not a regular file,
-unreadable, empty where content is needed, larger than :data:`MAX_TEXT_BYTES`, not UTF-8 (with a
-guess at what it is, e.g. a PNG image or a zip archive), malformed, nested deeper than
-:data:`MAX_DEPTH` or holding more than :data:`MAX_VALUES` values (YAML alias bombs). YAML is read
-with a ``yaml.SafeLoader`` that also refuses duplicate keys; a Python tag
+unreadable, larger than :data:`MAX_TEXT_BYTES` (YAML: :data:`MAX_YAML_BYTES`), not UTF-8 (with
+a guess at what it is, e.g. a PNG image or a zip archive), malformed, nested deeper than
+:data:`MAX_DEPTH` or holding more than :data:`MAX_VALUES` values (YAML alias bombs). YAML is
+read with a ``yaml.SafeLoader`` that also refuses duplicate keys; a Python tag
 (``!!python/object/apply:...``) is refused by name, never constructed.
 
 JSON is written strictly (RFC 8259): NaN and +-Inf become ``null`` and ``allow_nan=False``
@@ -31,6 +31,8 @@ from agents.errors import BadInputError, MissingInputError
 
 MAX_TEXT_BYTES = 16 * 2**20
 """Largest YAML / JSON / CSV file read (16 MiB; ours are a few kB)."""
+MAX_YAML_BYTES = 2**20
+"""Largest YAML file read (1 MiB; our configs are a few kB, and PyYAML parses ~1 MB/s)."""
 MAX_DEPTH = 64
 """Deepest nesting of lists and mappings accepted in a YAML or JSON file."""
 MAX_VALUES = 100_000
@@ -141,11 +143,12 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     problem = getattr(err, "problem", None) or str(err).splitlines()[0]
     if problem.startswith("could not determine a constructor for the tag"):
-        tag = problem.split("tag", 2)[-1].strip(" '").replace("tag:yaml.org,2002:", "!!")
+        tag = problem.partition("'")[2].rstrip("'").replace("tag:yaml.org,2002:", "!!")
         return (f"the tag {tag!r}{where} is not allowed (no Python objects are ever built "
                 f"from YAML; use plain data: {PLAIN_DATA})")
     if isinstance(err, yaml.reader.ReaderError):
-        return f"character {err.character!r} at position {err.position} is not allowed in YAML"
+        char = err.character if isinstance(err.character, int) else ord(err.character)
+        return f"character {char:#04x} at offset {err.position} is not allowed in YAML text"
     return f"not valid YAML: {problem}{where}"
 
 
@@ -156,6 +159,7 @@ def parse_yaml(text: str, where: str) -> Any:
         BadInputError: malformed YAML, a Python or unknown tag, a duplicate key, nesting
             deeper than :data:`MAX_DEPTH` or more than :data:`MAX_VALUES` values.
     """
+    _check_nesting(text, where)
     try:
         data = yaml.load(text, Loader=_PlainDataLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
@@ -164,6 +168,22 @@ def parse_yaml(text: str, where: str) -> Any:
         raise BadInputError(f"{where}: nested deeper than {MAX_DEPTH} levels") from None
     check_size(data, where)
     return data
+
+
+def _check_nesting(text: str, where: str) -> None:
+    """Refuse deep nesting before PyYAML sees it: its parser recurses and slows down
+    quadratically with depth (1000 brackets take seconds). Counts unclosed ``[``/``{`` (quotes
+    ignored: a false alarm needs 64 unclosed brackets inside strings) and indentation."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    indent = max((len(ln) - len(ln.lstrip(" ")) for ln in text.splitlines()), default=0)
+    if deepest > MAX_DEPTH or indent > 8 * MAX_DEPTH:
+        raise BadInputError(f"{where}: nested deeper than {MAX_DEPTH} levels")
 
 
 def check_size(data: Any, where: str) -> None:
@@ -185,18 +205,18 @@ def check_size(data: Any, where: str) -> None:
             stack.extend((v, depth + 1) for v in value)
 
 
-def _expect(data: Any, expect: type | None, path: Path, what: str, kind: str) -> Any:
-    names = {dict: "a mapping of keys", list: "a list"}
+def _expect(data: Any, expect: type | None, path: Path, what: str, shape: str | None) -> Any:
     if expect is not None and not isinstance(data, expect):
+        shape = shape or {dict: "a mapping of keys", list: "a list"}.get(expect, expect.__name__)
         got = "nothing (an empty file)" if data is None else f"{type(data).__name__} {data!r:.40}"
-        raise BadInputError(f"{path}: a {what} file holds {names.get(expect, expect.__name__)} "
-                            f"at the top level ({kind}); got {got}")
+        raise BadInputError(f"{path}: a {what} file holds {shape} at the top level; got {got}")
     return data
 
 
 def read_yaml(path: str | Path, what: str = "YAML", expect: type | None = dict,
-              empty: Any = None) -> Any:
-    """Plain data from the YAML file ``path`` (see :func:`read_text` and :func:`parse_yaml`).
+              empty: Any = None, shape: str | None = None) -> Any:
+    """Plain data from the YAML file ``path`` (at most :data:`MAX_YAML_BYTES`; see
+    :func:`read_text` and :func:`parse_yaml`).
 
     Args:
         path: the file.
@@ -204,15 +224,16 @@ def read_yaml(path: str | Path, what: str = "YAML", expect: type | None = dict,
         expect: type of the top-level value (default ``dict``; None: any).
         empty: returned for an empty file (or one holding only comments); default None, which
             ``expect`` then rejects.
+        shape: what the top level should be, for messages; default from ``expect``.
 
     Raises:
         BadInputError: naming ``path``; MissingInputError when there is no file.
     """
     path = Path(path)
-    data = parse_yaml(read_text(path, what), str(path))
+    data = parse_yaml(read_text(path, what, MAX_YAML_BYTES), str(path))
     if data is None and empty is not None:
         return empty
-    return _expect(data, expect, path, what, "YAML")
+    return _expect(data, expect, path, what, shape)
 
 
 def read_json(path: str | Path, what: str = "JSON", expect: type | None = dict) -> Any:
@@ -232,7 +253,7 @@ def read_json(path: str | Path, what: str = "JSON", expect: type | None = dict) 
     except RecursionError:
         raise BadInputError(f"{path}: nested deeper than {MAX_DEPTH} levels") from None
     check_size(data, str(path))
-    return _expect(data, expect, path, what, "JSON")
+    return _expect(data, expect, path, what, None)
 
 
 def read_csv(path: str | Path, what: str = "CSV", required: tuple[str, ...] = ()
