@@ -270,7 +270,7 @@ def read_csv(path: str | Path, what: str = "CSV", required: tuple[str, ...] = ()
     text = read_text(path, what)
     if not text.endswith(("\n", "\r")):
         text = text[: max(text.rfind("\n"), text.rfind("\r")) + 1]
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, [])
         missing = [c for c in required if c not in header]
@@ -282,7 +282,7 @@ def read_csv(path: str | Path, what: str = "CSV", required: tuple[str, ...] = ()
             if not fields_:  # a blank line
                 continue
             if len(fields_) != len(header):
-                raise BadInputError(f"{path}: line {reader.line_num}: {len(fields_)} fields, "
+                raise BadInputError(f"{path}: line {reader.line_num}: {len(fields_)} field(s), "
                                     f"the header has {len(header)}")
             rows.append((reader.line_num, dict(zip(header, fields_, strict=True))))
     except csv.Error as err:

@@ -22,6 +22,7 @@ from agents.storage import RolloutStorage
 from agents.updates import make_optimizers, update
 from envs import SnapshotUnsupported
 from envs.gym_adapter import GymnasiumVecEnv
+from tests.agents.test_files import strict_loads
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CARTPOLE = ("classic.yaml", "env.num_envs=4", "algo.num_steps=8")
@@ -239,3 +240,12 @@ def test_two_updates_give_finite_metrics_and_move_every_parameter(config, algo):
     assert metrics and all(math.isfinite(v) for v in metrics.values()), metrics
     unchanged = [k for k, v in policy.state_dict().items() if torch.equal(v, before[k])]
     assert not unchanged
+
+
+def test_summary_json_is_strict_json_with_null_for_nan(tmp_path):
+    # One 8-step rollout of one CartPole env: no episode ends, so the training return is NaN.
+    summary = run(make_cfg(*CARTPOLE, "env.num_envs=1", updates=1), tmp_path / "r")
+    assert math.isnan(summary["train_return_mean"])
+    written = strict_loads((tmp_path / "r" / "summary.json").read_text())
+    assert written["train_return_mean"] is None
+    assert written["timesteps"] == summary["timesteps"] == 8
