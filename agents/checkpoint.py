@@ -14,7 +14,8 @@ import re
 import struct
 import tempfile
 import zipfile
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -295,3 +296,18 @@ def check_resumable(ckpt: dict[str, Any], cfg: Config, path: str | Path) -> None
     if diffs:
         raise BadInputError(f"{path}: cannot resume with other settings than the checkpoint's "
                             f"({'; '.join(diffs)}); resume with the run's own config")
+
+
+@contextmanager
+def restoring(path: str | Path) -> Iterator[None]:
+    """Context of restoring a run from the checkpoint at ``path`` (model, optimizers, RNG
+    streams, envs): the errors its loaders raise for state that does not fit (a missing or
+    ill-typed entry, a wrong shape) become one BadInputError naming ``path``."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
+        if isinstance(err, BadInputError):
+            raise
+        detail = " ".join(str(err).split())[:200]
+        raise BadInputError(f"{path}: its saved state does not fit this run and cannot be "
+                            f"restored ({type(err).__name__}: {detail})") from err

@@ -31,7 +31,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from agents.checkpoint import CHECKPOINT_NAME, RESUME_KEYS, check_resumable, load_checkpoint
+from agents.checkpoint import (
+    CHECKPOINT_NAME,
+    RESUME_KEYS,
+    check_resumable,
+    load_checkpoint,
+    restoring,
+)
 from agents.config import Config, config_to_dict, save_config
 from agents.distributed import (
     SINGLE,
@@ -377,8 +383,12 @@ def _train(
     progress = Progress()
     seed = dist.env_seed(cfg)
     if ckpt is not None:
-        _restore(ckpt, policy, opts, env, progress, device)
-        obs = _resume_env(ckpt, env, cfg, progress, device, seed)
+        with restoring(run_dir / CHECKPOINT_NAME):  # state that does not fit: a clear error
+            _restore(ckpt, policy, opts, env, progress, device)
+            obs = _resume_env(ckpt, env, cfg, progress, device, seed)
+            if tuple(obs.shape) != (env.num_envs, *env.observation_space.shape):
+                raise ValueError(f"saved observations of shape {tuple(obs.shape)}, the envs "
+                                 f"give {(env.num_envs, *env.observation_space.shape)}")
     else:
         obs = obs_to_tensor(env.reset(seed=seed), device)
     if dist.is_main:

@@ -302,6 +302,17 @@ RESUME_CASES = [
          "empty file, not a checkpoint"),
     Case("resume-checkpoint-without-optimizers",
          _resume(_edit_checkpoint(_without("optimizers"))), "no 'optimizers' entry"),
+    Case("resume-optimizer-state-garbage", _resume(_edit_checkpoint(
+        lambda s: {**s, "optimizers": {k: {"x": 1} for k in s["optimizers"]}})),
+        "its saved state does not fit this run and cannot be restored (ValueError"),
+    Case("resume-rng-state-garbage", _resume(_edit_checkpoint(
+        lambda s: {**s, "rng": {k: torch.zeros(3) for k in s["rng"]}})),
+        "cannot be restored (TypeError: RNG state must be a torch.ByteTensor)"),
+    Case("resume-observation-shape", _resume(_edit_checkpoint(_with(obs=torch.zeros(7)))),
+         "saved observations of shape (7,), the envs give (2, 4)"),
+    Case("resume-policy-extra-weight", _resume(_edit_checkpoint(
+        lambda s: {**s, "policy": {**s["policy"], "extra": torch.zeros(1)}})),
+        'Unexpected key(s) in state_dict: "extra"'),
     Case("resume-other-architecture", _resume(lambda r: r / "checkpoint.pt", "--set",
                                               "policy.hidden_sizes=[32]"),
          "cannot resume with other settings than the checkpoint's (policy.hidden_sizes [64, 64] "
