@@ -275,7 +275,7 @@ CONFIG_CASES = [
     Case("config-self-reference", _config("a: &x [*x]\n"), "nested deeper than 64 levels"),
     Case("config-control-character", _config("env:\n  env_id: Cart\x07Pole\n"),
          "character 0x07 at offset 19 is not allowed in YAML text"),
-    Case("config-too-large", _config_path(_sparse(2**30)),
+    Case("config-too-large", _config_path(_sparse(8 * 2**20)),
          "too large for a config file (at most 1,048,576)"),
     Case("set-python-tag", _override(
         "env.env_id=!!python/object/apply:os.system ['touch {tmp}/" + MARKER + "']"),
@@ -372,3 +372,101 @@ COMPARE_CASES = [
 """``train.py compare --out``: an earlier output folder's files."""
 
 CASES = CONFIG_CASES + RESUME_CASES + EVAL_CASES + COMPARE_CASES
+
+WHAT: dict[str, str] = {
+    "config-malformed-yaml": "`--config`: YAML with an unclosed `[`",
+    "config-python-tag": "`--config`: `!!python/object/apply:os.system [...]` (would run a shell)",
+    "config-python-tag-in-value": "`--config`: a value tagged `!!python/name:os.system`",
+    "config-png": "`--config`: a PNG image",
+    "config-is-a-checkpoint": "`--config`: a run's `checkpoint.pt`",
+    "config-directory": "`--config`: a directory",
+    "config-missing": "`--config`: no such file",
+    "config-top-level-list": "`--config`: a YAML list instead of sections",
+    "config-top-level-scalar": "`--config`: a bare number",
+    "config-unknown-key": "`--config`: a misspelt key (`kfac.lrr`)",
+    "config-wrong-type": "`--config`: `num_envs: many`",
+    "config-section-not-mapping": "`--config`: `env: 3`",
+    "config-duplicate-key": "`--config`: `lr` twice in one section",
+    "config-alias-bomb": "`--config`: YAML aliases expanding to 9^9 values (billion laughs)",
+    "config-deep-nesting": "`--config`: 3000 nested lists",
+    "config-self-reference": "`--config`: an alias inside itself (`&x [*x]`)",
+    "config-control-character": "`--config`: a control character (BEL)",
+    "config-too-large": "`--config`: an 8 MiB file",
+    "set-python-tag": "`--set` value with a Python tag",
+    "set-malformed-yaml": "`--set kfac.lr=[1,`",
+    "resume-missing": "`--resume`: no such folder",
+    "resume-a-file": "`--resume`: a file, not a run folder",
+    "resume-no-checkpoint": "`--resume`: a folder without `checkpoint.pt`",
+    "resume-malformed-config": "`--resume`: `config.yaml` malformed",
+    "resume-config-python-tag": "`--resume`: `config.yaml` with a Python tag",
+    "resume-truncated-checkpoint": "`--resume`: `checkpoint.pt` cut in half",
+    "resume-empty-checkpoint": "`--resume`: `checkpoint.pt` empty",
+    "resume-checkpoint-without-optimizers": "`--resume`: checkpoint without optimizer state",
+    "resume-optimizer-state-garbage": "`--resume`: optimizer state of the wrong shape",
+    "resume-rng-state-garbage": "`--resume`: RNG state of the wrong type",
+    "resume-observation-shape": "`--resume`: saved observations of the wrong shape",
+    "resume-policy-extra-weight": "`--resume`: a weight the network does not have",
+    "resume-other-architecture": "`--resume ... --set policy.hidden_sizes=[32]`",
+    "resume-progress-csv-binary": "`--resume`: `progress.csv` is a PNG",
+    "resume-progress-csv-bad-number": "`--resume`: `progress.csv` with `abc` as timesteps",
+    "resume-progress-csv-foreign": "`--resume`: another program's CSV as `progress.csv`",
+    "eval-truncated": "`eval --checkpoint`: cut in half",
+    "eval-empty": "`eval --checkpoint`: empty file",
+    "eval-png": "`eval --checkpoint`: a PNG image",
+    "eval-foreign-zip": "`eval --checkpoint`: a zip archive of something else",
+    "eval-plain-pickle": "`eval --checkpoint`: a plain Python pickle",
+    "eval-pickled-callable": "`eval --checkpoint`: torch file pickling `os.system` (hostile)",
+    "eval-model-state-dict": "`eval --checkpoint`: a bare `nn.Linear` state_dict",
+    "eval-list": "`eval --checkpoint`: a torch file holding a list",
+    "eval-missing": "`eval --checkpoint`: no such file",
+    "eval-directory-without-checkpoint": "`eval --checkpoint`: a folder without one",
+    "eval-newer-format": "`eval --checkpoint`: `format_version: 99`",
+    "eval-wrong-entry-type": "`eval --checkpoint`: `progress` is a string",
+    "eval-bad-progress": "`eval --checkpoint`: `progress.timesteps` is a string",
+    "eval-invalid-stored-config": "`eval --checkpoint`: stored config with `kfac.lr: -1`",
+    "eval-weights-do-not-fit": "`eval --checkpoint`: a weight of the wrong shape",
+    "compare-record-malformed": "`compare --out`: `compare.json` malformed",
+    "compare-record-foreign": "`compare --out`: `compare.json` of another shape",
+    "compare-done-not-a-record": "`compare --out`: a run's `done.json` is a list",
+    "compare-out-is-a-file": "`compare --out`: a file, not a folder",
+}
+"""What is bad in each case, for the table in docs/reliability.md."""
+
+
+# --- the table in docs/reliability.md ------------------------------------------------------------
+
+
+def markdown_table() -> str:
+    """Run every case through ``train.main`` (after a tiny CartPole run to damage) and return
+    the markdown table of docs/reliability.md: case, exit code, the one line on stderr."""
+    import contextlib
+    import io
+    import tempfile
+    import warnings
+
+    import train
+
+    warnings.simplefilter("ignore")
+    with tempfile.TemporaryDirectory() as logdir:
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert train.main(["--timesteps", "64", "--num-envs", "2", "--set",
+                               "algo.num_steps=8", "--set", "run.eval_episodes=1",
+                               "--set", "run.log_interval=1", "--no-progress",
+                               "--no-tensorboard", "--logdir", logdir, "--run-name", "run"]) == 0
+        run = Path(logdir) / "run"
+        lines = ["| case | what is bad | exit | stderr (one line; `T/` is the case's folder) |",
+                 "|---|---|---|---|"]
+        for case in CASES:
+            with tempfile.TemporaryDirectory() as tmp:
+                argv, _ = case.build(Path(tmp), run)
+                err = io.StringIO()
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                    code = train.main(argv)
+                text = err.getvalue().strip().replace(tmp, "T").replace(str(run), "T/run")
+                text = text.replace("|", "\\|")
+                lines.append(f"| {case.id} | {WHAT[case.id]} | {code} | `{text}` |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

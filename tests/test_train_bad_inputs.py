@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 
 import train
-from tests.bad_inputs import CASES, CONFIG_CASES, EVAL_CASES, MARKER, RESUME_CASES, Case
+from tests.bad_inputs import (
+    CASES,
+    CONFIG_CASES,
+    EVAL_CASES,
+    MARKER,
+    RESUME_CASES,
+    WHAT,
+    Case,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--timesteps", "64", "--num-envs", "2", "--set", "algo.num_steps=8", "--set",
@@ -78,6 +86,7 @@ def test_train_py_process_on_a_bad_checkpoint(case, run, tmp_path):
     _check(case, proc.returncode, proc.stderr, named, tmp_path)
 
 
-def test_the_list_is_long_enough():
+def test_the_list_is_long_enough_and_described():
     assert len(CASES) >= 30
     assert len({c.id for c in CASES}) == len(CASES)
+    assert sorted(WHAT) == sorted(c.id for c in CASES)  # docs/reliability.md's table
