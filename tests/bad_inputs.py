@@ -242,6 +242,18 @@ def _done_json(content: str) -> Callable[[Path], Path]:
     return change
 
 
+def make_run(logdir: Path) -> Path:
+    """A finished 64-step CartPole run in ``logdir/run`` (config.yaml, checkpoint.pt,
+    progress.csv with a row per update, summary.json): the files the cases damage."""
+    import train
+
+    assert train.main(["--timesteps", "64", "--num-envs", "2", "--set", "algo.num_steps=8",
+                       "--set", "run.eval_episodes=1", "--set", "run.log_interval=1",
+                       "--no-progress", "--no-tensorboard", "--logdir", str(logdir),
+                       "--run-name", "run"]) == 0
+    return logdir / "run"
+
+
 # --- the list ------------------------------------------------------------------------------------
 
 CONFIG_CASES = [
@@ -449,11 +461,7 @@ def markdown_table() -> str:
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory() as logdir:
         with contextlib.redirect_stdout(io.StringIO()):
-            assert train.main(["--timesteps", "64", "--num-envs", "2", "--set",
-                               "algo.num_steps=8", "--set", "run.eval_episodes=1",
-                               "--set", "run.log_interval=1", "--no-progress",
-                               "--no-tensorboard", "--logdir", logdir, "--run-name", "run"]) == 0
-        run = Path(logdir) / "run"
+            run = make_run(Path(logdir))
         lines = ["| case | what is bad | exit | stderr (one line; `T/` is the case's folder) |",
                  "|---|---|---|---|"]
         for case in CASES:

@@ -21,11 +21,10 @@ from tests.bad_inputs import (
     RESUME_CASES,
     WHAT,
     Case,
+    make_run,
 )
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["--timesteps", "64", "--num-envs", "2", "--set", "algo.num_steps=8", "--set",
-        "run.eval_episodes=1", "--no-progress", "--no-tensorboard"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,10 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A finished tiny CartPole run: config.yaml, checkpoint.pt, progress.csv, summary.json."""
-    logdir = tmp_path_factory.mktemp("runs")
-    assert train.main([*TINY, "--set", "run.log_interval=1", "--logdir", str(logdir),
-                       "--run-name", "tiny"]) == 0
-    return logdir / "tiny"
+    return make_run(tmp_path_factory.mktemp("runs"))
 
 
 def _check(case: Case, rc: int, err: str, named: str, tmp: Path) -> None:
