@@ -173,6 +173,9 @@ def check_run_dir(path: Path) -> None:
     if missing:
         raise MissingInputError(f"--resume {path}: not a run directory (no "
                                 f"{' or '.join(missing)}); {example}")
+    if (path / "config.yaml").is_file() and (path / "config.yaml").stat().st_size == 0:
+        raise BadInputError(f"{path / 'config.yaml'}: empty; a run's config.yaml holds the "
+                            "resolved config it was started with")
 
 
 def train_main(argv: list[str]) -> int:

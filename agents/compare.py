@@ -45,8 +45,6 @@ from pathlib import Path
 from typing import Any
 
 from agents.baselines import BASELINE_ALGOS
-from agents.errors import BadInputError
-from agents.files import read_json, read_yaml, write_json
 from agents.compare_report import (
     OPTIONAL_FIELDS,
     RESULT_FIELDS,
@@ -56,6 +54,8 @@ from agents.compare_report import (
     summarize,
     write_results,
 )
+from agents.errors import BadInputError
+from agents.files import ends_cleanly, read_json, read_yaml, write_json
 
 OUR_ALGOS: tuple[str, ...] = ("acktr", "a2c")
 ALGOS: tuple[str, ...] = OUR_ALGOS + BASELINE_ALGOS
@@ -375,7 +375,11 @@ def run_one(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     evals = run_dir / "evals.csv"
     evaluated: list[int] = []
     if resumable(spec, run_dir):
-        evaluated = [r["timesteps"] for r in read_results(evals)]
+        rows = read_results(evals)
+        if not ends_cleanly(evals):  # a row cut short by a kill: rewrite without it
+            write_results(rows, evals.with_name("evals.csv.tmp"))
+            os.replace(evals.with_name("evals.csv.tmp"), evals)
+        evaluated = [r["timesteps"] for r in rows]
         print(f"{spec.key}: continuing after {max(evaluated, default=0)} steps", flush=True)
     else:
         with evals.open("w", newline="") as f:

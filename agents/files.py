@@ -290,6 +290,17 @@ def read_csv(path: str | Path, what: str = "CSV", required: tuple[str, ...] = ()
     return list(header), rows
 
 
+def ends_cleanly(path: str | Path) -> bool:
+    """Whether the text file ``path`` is empty or ends with a line break (else its last line
+    is a write cut short, which :func:`read_csv` leaves out and an appender must not extend)."""
+    with Path(path).open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) in (b"\n", b"\r")
+
+
 def csv_number(path: Path, line: int, row: dict[str, str | None], column: str,
                kind: type = float) -> Any:
     """``row[column]`` converted by ``kind`` (``float`` or ``int``; an int column accepts

@@ -52,7 +52,7 @@ from agents.distributed import (
 )
 from agents.errors import BadInputError
 from agents.evaluate import evaluate, make_env_from_config
-from agents.files import csv_number, read_csv, write_json
+from agents.files import csv_number, ends_cleanly, read_csv, write_json
 from agents.policies import make_policy
 from agents.rollout import collect_rollout, obs_to_tensor
 from agents.storage import RolloutStorage
@@ -150,8 +150,8 @@ class RunLogger:
     def _drop_rows_after(self, rows: list[tuple[int, dict[str, str]]], timesteps: int) -> None:
         kept = [r for line, r in rows
                 if csv_number(self.csv_path, line, r, "timesteps", int) <= timesteps]
-        if len(kept) == len(rows):
-            return
+        if len(kept) == len(rows) and ends_cleanly(self.csv_path):
+            return  # else: drop what was logged after the checkpoint, or a row cut short
         with self.csv_path.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self._fields or [])
             w.writeheader()

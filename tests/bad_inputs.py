@@ -305,6 +305,8 @@ RESUME_CASES = [
          "not a run directory (no checkpoint.pt)"),
     Case("resume-malformed-config", _resume(_write("config.yaml", "run: {seed: 1\n")),
          "not valid YAML"),
+    Case("resume-empty-config", _resume(_write("config.yaml", "")),
+         "empty; a run's config.yaml holds the resolved config it was started with"),
     Case("resume-config-python-tag", _resume(_write(
         "config.yaml", "run: !!python/object/apply:os.system ['touch {dir}/" + MARKER + "']\n")),
         "is not allowed"),
@@ -410,6 +412,7 @@ WHAT: dict[str, str] = {
     "resume-a-file": "`--resume`: a file, not a run folder",
     "resume-no-checkpoint": "`--resume`: a folder without `checkpoint.pt`",
     "resume-malformed-config": "`--resume`: `config.yaml` malformed",
+    "resume-empty-config": "`--resume`: `config.yaml` empty",
     "resume-config-python-tag": "`--resume`: `config.yaml` with a Python tag",
     "resume-truncated-checkpoint": "`--resume`: `checkpoint.pt` cut in half",
     "resume-empty-checkpoint": "`--resume`: `checkpoint.pt` empty",

@@ -157,6 +157,19 @@ def test_resume_after_a_crash_drops_what_was_logged_after_the_checkpoint(tmp_pat
     assert_same_run(tmp_path / "full", tmp_path / "crashed")
 
 
+def test_resume_after_a_row_cut_short_continues_the_log_cleanly(tmp_path, monkeypatch):
+    cfg = make_cfg(*CARTPOLE, "run.checkpoint_every=4", updates=6)
+    run(cfg, tmp_path / "full")
+    stop_at(monkeypatch, 5, "crash")  # right after the checkpoint of update 4
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(cfg, tmp_path / "cut")
+    monkeypatch.undo()
+    with (tmp_path / "cut" / "progress.csv").open("a") as f:
+        f.write("5,40,0.")  # a kill in the middle of writing a row
+    run(cfg, tmp_path / "cut", resume=True)
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
+
+
 def test_a_second_ctrl_c_stops_at_once_and_resumes_from_fresh_episodes(tmp_path, monkeypatch):
     cfg = make_cfg(*CARTPOLE, updates=6)
     stop_at(monkeypatch, 3, "abort")
