@@ -23,7 +23,7 @@ import torch
 
 from agents.config import Config, ConfigError, config_from_dict, config_to_dict
 from agents.errors import BadInputError, MissingInputError
-from agents.files import looks_like
+from agents.files import looks_like, read_head
 
 CHECKPOINT_NAME = "checkpoint.pt"
 RUN_KEYS: tuple[str, ...] = ("policy", "env", "progress", "config")
@@ -123,7 +123,7 @@ def checkpoint_file(path: str | Path) -> Path:
 def _check_container(path: Path) -> None:
     """A torch checkpoint is a zip archive holding ``<name>/data.pkl``; anything else is
     reported (empty, truncated, another program's file) before torch reads it."""
-    head = read_bytes_head(path)
+    head = read_head(path)
     if not head:
         raise BadInputError(f"{path}: empty file, not a checkpoint")
     if not head.startswith(b"PK\x03\x04"):
@@ -140,17 +140,6 @@ def _check_container(path: Path) -> None:
         listed = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
         raise BadInputError(f"{path}: {NOT_OURS}: a zip archive but not a torch checkpoint "
                             f"(it holds {listed or 'nothing'})")
-
-
-def read_bytes_head(path: Path, size: int = 16) -> bytes:
-    """The first ``size`` bytes of ``path`` (an unreadable file is a BadInputError)."""
-    try:
-        with path.open("rb") as f:
-            return f.read(size)
-    except PermissionError:
-        raise BadInputError(f"{path}: cannot be read (permission denied)") from None
-    except OSError as err:
-        raise BadInputError(f"{path}: cannot be read ({err.strerror or err})") from None
 
 
 def _refused(path: Path, message: str) -> str:

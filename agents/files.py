@@ -22,6 +22,8 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,17 @@ def check_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """OS errors while reading ``path`` become BadInputErrors naming it."""
+    try:
+        yield
+    except PermissionError:
+        raise BadInputError(f"{path}: cannot be read (permission denied)") from None
+    except OSError as err:
+        raise BadInputError(f"{path}: cannot be read ({err.strerror or err})") from None
+
+
 def read_bytes(path: str | Path, what: str = "file", max_bytes: int | None = None) -> bytes:
     """The content of the regular file ``path`` (see :func:`check_file`), at most ``max_bytes``
     (default: no limit).
@@ -88,17 +101,21 @@ def read_bytes(path: str | Path, what: str = "file", max_bytes: int | None = Non
             than ``max_bytes``.
     """
     path = check_file(path, what)
-    try:
+    with _reading(path):
         size = path.stat().st_size
         if max_bytes is not None and size > max_bytes:
             raise BadInputError(f"{path}: {size:,} bytes is too large for a {what} file "
                                 f"(at most {max_bytes:,})")
         with path.open("rb") as f:
             return f.read() if max_bytes is None else f.read(max_bytes + 1)
-    except PermissionError:
-        raise BadInputError(f"{path}: cannot be read (permission denied)") from None
-    except OSError as err:
-        raise BadInputError(f"{path}: cannot be read ({err.strerror or err})") from None
+
+
+def read_head(path: str | Path, size: int = 16) -> bytes:
+    """The first ``size`` bytes of ``path`` (to tell its format); an unreadable file is a
+    BadInputError naming it."""
+    path = Path(path)
+    with _reading(path), path.open("rb") as f:
+        return f.read(size)
 
 
 def read_text(path: str | Path, what: str = "file", max_bytes: int = MAX_TEXT_BYTES) -> str:
