@@ -160,8 +160,7 @@ def _run_name(cfg) -> str:
 
 def check_run_dir(path: Path) -> None:
     """Raises BadInputError (MissingInputError) unless ``path`` is a run directory to resume:
-    a folder holding ``config.yaml`` and ``checkpoint.pt``."""
-    from agents.checkpoint import CHECKPOINT_NAME
+    a folder holding a non-empty ``config.yaml`` (its checkpoint is checked when loaded)."""
     from agents.errors import BadInputError, MissingInputError
 
     example = "pass the folder `python train.py` created, e.g. runs/CartPole-v1_acktr_s0_..."
@@ -169,10 +168,9 @@ def check_run_dir(path: Path) -> None:
         raise MissingInputError(f"--resume {path}: no such run directory")
     if not path.is_dir():
         raise BadInputError(f"--resume {path}: not a directory; {example}")
-    missing = [n for n in ("config.yaml", CHECKPOINT_NAME) if not (path / n).exists()]
-    if missing:
-        raise MissingInputError(f"--resume {path}: not a run directory (no "
-                                f"{' or '.join(missing)}); {example}")
+    if not (path / "config.yaml").exists():
+        raise MissingInputError(f"--resume {path}: not a run directory (no config.yaml); "
+                                f"{example}")
     if (path / "config.yaml").is_file() and (path / "config.yaml").stat().st_size == 0:
         raise BadInputError(f"{path / 'config.yaml'}: empty; a run's config.yaml holds the "
                             "resolved config it was started with")
