@@ -475,7 +475,7 @@ def markdown_table() -> str:
                     code = train.main(argv)
                 text = err.getvalue().strip().replace(tmp, "T").replace(str(run), "T/run")
                 text = text.replace("|", "\\|")
-                lines.append(f"| {case.id} | {WHAT[case.id]} | {code} | `{text}` |")
+                lines.append(f"| {case.id} | {WHAT[case.id]} | {code} | `` {text} `` |")
     return "\n".join(lines)
 
 
