@@ -159,17 +159,19 @@ def _run_name(cfg) -> str:
 
 def train_main(argv: list[str]) -> int:
     from agents.config import load_config
+    from agents.checkpoint import CheckpointWriteError
     from agents.distributed import DistributedError, broadcast_object, setup, shutdown
+    from agents.faults import TrainingFault
     from agents.trainer import resolve_device, train
 
     args = _train_parser().parse_args(argv)
     if args.resume is not None:
         if not args.resume.is_dir():
             raise FileNotFoundError(f"--resume {args.resume}: no such run directory")
-        missing = [n for n in ("config.yaml", "checkpoint.pt") if not (args.resume / n).is_file()]
-        if missing:
+        # Without checkpoint.pt (stopped before its first one) the run starts over in place.
+        if not (args.resume / "config.yaml").is_file():
             raise FileNotFoundError(
-                f"--resume {args.resume}: not a run directory (no {' or '.join(missing)}); "
+                f"--resume {args.resume}: not a run directory (no config.yaml); "
                 "pass the folder `python train.py` created, e.g. runs/CartPole-v1_acktr_s0_..."
             )
         cfg = load_config(args.resume / "config.yaml", _flag_overrides(args) + args.overrides)
@@ -188,7 +190,7 @@ def train_main(argv: list[str]) -> int:
             print(f"run directory: {run_dir}")
         summary = train(cfg, run_dir, resume=args.resume is not None, dist=dist,
                         progress_bar=not args.no_progress, tensorboard=not args.no_tensorboard)
-    except DistributedError as e:
+    except (DistributedError, TrainingFault, CheckpointWriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:

@@ -288,10 +288,13 @@ class KFAC(torch.optim.Optimizer):
         return out
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, object]:  # type: ignore[override]
-        """Optimizer state (momentum buffers, hyperparameters) plus all K-FAC state."""
+    def state_dict(self, compact: bool = False) -> dict[str, object]:  # type: ignore[override]
+        """Optimizer state (momentum buffers, hyperparameters) plus all K-FAC state.
+
+        ``compact``: leave out the eigenbases that loading recomputes bit for bit (see
+        ``KFACPreconditioner.state_dict``). Default False."""
         state = super().state_dict()
-        state["kfac"] = self.preconditioner.state_dict()
+        state["kfac"] = self.preconditioner.state_dict(compact=compact)
         state["kfac_steps"] = self.steps
         state["kfac_skipped"] = self._skipped.clone()
         return state
