@@ -197,7 +197,12 @@ class KroneckerBlock:
         return a_new, g_new
 
     def update_factors(self, a_new: Tensor, g_new: Tensor, decay: float) -> None:
-        """EMA update of both factors; non-finite statistics are skipped (counted, no sync)."""
+        """EMA update of both factors; non-finite statistics are skipped (counted, no sync).
+
+        The new statistics are symmetrized first (a no-op on the exactly symmetric products
+        most BLAS return, a round-off fix on the others), so the factors stay symmetric bit for
+        bit and a compact state dict stores one triangle of each."""
+        a_new, g_new = _symmetrized(a_new), _symmetrized(g_new)
         ok = all_finite(a_new, g_new)
         weight = ema_weight(decay, self.n_updates, self.dtype)
         ema_update(self.A, a_new, weight, ok)
@@ -370,6 +375,10 @@ class KroneckerBlock:
                 stacklevel=4,
             )
         return result.eig
+
+
+def _symmetrized(m: Tensor) -> Tensor:
+    return 0.5 * (m + m.T)  # (x + y) == (y + x) in floating point: exactly symmetric
 
 
 def pack_symmetric(m: Tensor) -> Tensor | dict[str, object]:

@@ -445,7 +445,7 @@ class KFACPreconditioner:
         return all(b.eig is None or b.eig_from_factors or refresh_next
                    for b in self.blocks.values())
 
-    def state_dict(self, compact: bool = False) -> dict[str, object]:
+    def state_dict(self, compact: bool = False, drop_stale: bool = False) -> dict[str, object]:
         """Everything needed to resume: factors, eigenbases/inverses, counters.
 
         Under ``torch.distributed`` with ``async_inverse`` it gathers the in-flight refresh
@@ -458,9 +458,13 @@ class KFACPreconditioner:
                 False for that block. For a Nature-CNN Atari policy this divides the size by
                 about 3 (docs/agents.md). Loading recomputes the left-out eigenbases (one
                 ``eigh`` per factor) and warns if they are not bit-identical. Default False.
+            drop_stale: with ``compact``, also leave out the eigenbases that lag the factors;
+                a run continued from the state recomputes them at its first step instead of on
+                schedule, so it is not bit-identical to one never stopped (for a run's final
+                checkpoint, which nothing continues exactly). Default False.
         """
         refresh_next = (self._executor is None and self._sharding is None
-                        and self.steps % self.inverse_every == 0)
+                        and (drop_stale or self.steps % self.inverse_every == 0))
         pending = None
         if self._pending is not None:  # an in-flight async refresh is part of the state
             results = self._pending.result()

@@ -140,10 +140,17 @@ class RunLogger:
                 )
 
     def _drop_rows_after(self, timesteps: int) -> None:
+        """Keep the complete rows up to ``timesteps`` (a kill may have cut the last row, or
+        the header, short)."""
+        if "timesteps" not in (self._fields or []):
+            self.csv_path.unlink()
+            self._fields = None
+            return
+        text = self.csv_path.read_text()
         with self.csv_path.open(newline="") as f:
             rows = list(csv.DictReader(f))
-        kept = [r for r in rows if int(float(r["timesteps"])) <= timesteps]
-        if len(kept) == len(rows):
+        kept = [r for r in rows if _complete_row(r) and int(float(r["timesteps"])) <= timesteps]
+        if len(kept) == len(rows) and text.endswith("\n"):
             return
         with self.csv_path.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self._fields or [])
@@ -167,6 +174,16 @@ class RunLogger:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _complete_row(row: dict[str | None, Any]) -> bool:
+    if None in row or None in row.values():
+        return False
+    try:
+        float(row["timesteps"])  # type: ignore[arg-type]
+    except ValueError:
+        return False
+    return True
 
 
 class StopOnCtrlC:
@@ -233,12 +250,14 @@ def _env_snapshot(env: VecEnv, at_boundary: bool) -> tuple[dict[str, Any] | None
 
 def _checkpoint_state(
     policy, opts, env: VecEnv, obs: torch.Tensor, progress: Progress, cfg: Config,
-    device: torch.device, at_boundary: bool = True,
+    device: torch.device, at_boundary: bool = True, final: bool = False,
 ) -> dict[str, Any]:
+    """``final``: the run's last update; its K-FAC eigenbases that lag the factors are left
+    out too (a run extended from it recomputes them at its first update)."""
     snapshot, why_not = _env_snapshot(env, at_boundary)
     return {
         "policy": policy.state_dict(),
-        "optimizers": opts.state_dict(compact=True),
+        "optimizers": opts.state_dict(compact=True, drop_stale=final),
         "env": env.state_dict(),
         "env_snapshot": snapshot,
         "env_snapshot_missing": why_not,
@@ -461,7 +480,9 @@ def _train(
 
     def checkpoint() -> None:
         nonlocal saved_update
-        state = _checkpoint_state(policy, opts, env, obs, progress, cfg, device, at_boundary)
+        final = progress.update == cfg.num_updates
+        state = _checkpoint_state(policy, opts, env, obs, progress, cfg, device, at_boundary,
+                                  final)
         save_checkpoints(state, run_dir, dist)
         schedule.saved()
         saved_update = progress.update

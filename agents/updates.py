@@ -33,12 +33,13 @@ class Optimizers:
     main: torch.optim.Optimizer
     critic: acktr.KFAC | None = None
 
-    def state_dict(self, compact: bool = False) -> dict[str, object]:
+    def state_dict(self, compact: bool = False, drop_stale: bool = False) -> dict[str, object]:
         """Both optimizers' states; ``compact``: K-FAC leaves out the eigenbases it recomputes
-        bit for bit on load (``acktr.KFAC.state_dict``)."""
-        state: dict[str, object] = {"main": _state(self.main, compact)}
+        bit for bit on load, ``drop_stale``: also those that lag the factors
+        (``acktr.KFAC.state_dict``)."""
+        state: dict[str, object] = {"main": _state(self.main, compact, drop_stale)}
         if self.critic is not None:
-            state["critic"] = _state(self.critic, compact)
+            state["critic"] = _state(self.critic, compact, drop_stale)
         return state
 
     def compact_ready(self) -> bool:
@@ -53,8 +54,10 @@ class Optimizers:
             self.critic.load_state_dict(state["critic"])  # type: ignore[arg-type]
 
 
-def _state(opt: torch.optim.Optimizer, compact: bool) -> dict[str, object]:
-    return opt.state_dict(compact=compact) if isinstance(opt, acktr.KFAC) else opt.state_dict()
+def _state(opt: torch.optim.Optimizer, compact: bool, drop_stale: bool) -> dict[str, object]:
+    if isinstance(opt, acktr.KFAC):
+        return opt.state_dict(compact=compact, drop_stale=drop_stale)
+    return opt.state_dict()
 
 
 def make_kfac(module: nn.Module, cfg: KFACConfig, lr_scale=None) -> acktr.KFAC:
