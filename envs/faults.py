@@ -11,6 +11,8 @@ trainer adds where in the run it was and saves a checkpoint of the last good sta
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 
@@ -49,8 +51,13 @@ def check_finite(env_id: str, obs: np.ndarray, reward: np.ndarray, step: int) ->
 def dead_workers(venv: object) -> list[str]:
     """``"env i (pid p, exit code c)"`` for each dead worker process of a gymnasium
     ``AsyncVectorEnv`` (empty for other vector envs)."""
+    processes = getattr(venv, "processes", None) or []
+    for _ in range(20):  # the pipe may report the death before the process is reaped
+        if any(not p.is_alive() for p in processes):
+            break
+        time.sleep(0.05)
     dead = []
-    for i, process in enumerate(getattr(venv, "processes", None) or []):
+    for i, process in enumerate(processes):
         if not process.is_alive():
             dead.append(f"env {i} (pid {process.pid}, exit code {process.exitcode})")
     return dead

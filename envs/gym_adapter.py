@@ -118,6 +118,7 @@ class GymnasiumVecEnv(VecEnv):
             obs, reward, terminated, truncated, raw_info = self.venv.step(self._prepare(actions))
         except (BrokenPipeError, EOFError, ConnectionError) as err:
             dead = ", ".join(dead_workers(self.venv)) or "unknown"
+            self._terminate_workers()
             raise EnvStepError(
                 f"{self.env_id!r}: an environment worker process died (dead: {dead}); "
                 f"{type(err).__name__}: {err}"
@@ -149,10 +150,26 @@ class GymnasiumVecEnv(VecEnv):
     def close(self) -> None:
         """Closes the wrapped gymnasium vector env; one with a dead worker process is
         terminated instead (closing it gracefully would fail on the broken pipe)."""
+        if getattr(self.venv, "closed", False):
+            return  # terminated after a worker died
         try:
             self.venv.close()
         except (BrokenPipeError, EOFError, ConnectionError):
-            self.venv.close(terminate=True)
+            self._terminate_workers()
+
+    def _terminate_workers(self) -> None:
+        """Stop an async vector env whose worker died: gymnasium's close() would wait for the
+        results the dead worker never sends (or that the others already sent)."""
+        processes = getattr(self.venv, "processes", None) or []
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=5)
+        for pipe in getattr(self.venv, "parent_pipes", None) or []:
+            if pipe is not None:
+                pipe.close()
+        self.venv.closed = True  # gymnasium's __del__ would try to close it again
 
     def render(self) -> np.ndarray:
         """The first sub-environment's frame (envs built with ``render_mode="rgb_array"``)."""
