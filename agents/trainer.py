@@ -150,6 +150,10 @@ class RunLogger:
         with self.csv_path.open(newline="") as f:
             rows = list(csv.DictReader(f))
         kept = [r for r in rows if _complete_row(r) and int(float(r["timesteps"])) <= timesteps]
+        if not kept:  # a run started over: the header is written again with the first row
+            self.csv_path.unlink()
+            self._fields = None
+            return
         if len(kept) == len(rows) and text.endswith("\n"):
             return
         with self.csv_path.open("w", newline="") as f:
