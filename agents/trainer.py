@@ -47,6 +47,7 @@ from agents.distributed import (
     SINGLE,
     DistContext,
     NullLogger,
+    broadcast_object,
     gather_episodes,
     peer_failures,
     rank_checkpoint,
@@ -526,7 +527,10 @@ def _train(
                     progress.update == cfg.num_updates
                 ):
                     logger.log(progress.timesteps, _log_row(progress, metrics_to_floats(metrics)))
-                if schedule.due(progress.update, opts.compact_ready()):
+                due = schedule.due(progress.update, opts.compact_ready())
+                if dist.enabled and cfg.run.checkpoint_seconds:  # rank 0's clock decides
+                    due = broadcast_object(due, dist)
+                if due:
                     checkpoint()
                 if after_update is not None:
                     paused = time.perf_counter()
