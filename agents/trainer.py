@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import sys
 import threading
@@ -157,10 +158,12 @@ class RunLogger:
             return
         if len(kept) == len(rows) and text.endswith("\n"):
             return
-        with self.csv_path.open("w", newline="") as f:
+        tmp = self.csv_path.with_name(f".{self.csv_path.name}.tmp")
+        with tmp.open("w", newline="") as f:  # then renamed: a kill keeps the old or the new
             w = csv.DictWriter(f, fieldnames=self._fields or [])
             w.writeheader()
             w.writerows(kept)
+        os.replace(tmp, self.csv_path)
 
     def log(self, step: int, row: dict[str, float]) -> None:
         if self.writer is not None:

@@ -5,7 +5,9 @@
 Runs ``python train.py`` on CartPole-v1 once uninterrupted (the reference), then the same
 run (same seed and settings) again, killed with ``kill -9`` at ``--kills`` random moments and
 restarted with ``--resume`` after each (a plain start while no run directory exists yet), then
-resumed to the end. After every kill it checks what is on disk:
+resumed to the end. A fifth of the kills land during a process's start-up (imports, loading
+the checkpoint), the others at a random time after it has trained past the point where the
+previous process was killed. After every kill it checks what is on disk:
 
 * the checkpoint loads (``torch.load(weights_only=True)``), or there is none yet;
 * it lost at most one checkpoint interval: the last update logged in ``progress.csv`` minus the
@@ -84,23 +86,32 @@ def run_to_end(run_dir: Path, updates: int, every: int, seed: int) -> float:
     return first_row if first_row is not None else time.perf_counter() - began
 
 
-def kill_at(run_dir: Path, updates: int, every: int, seed: int, seconds: float) -> Kill | None:
-    """Start (or resume) the run, SIGKILL it after ``seconds``; None if it finished first."""
+def kill_at(run_dir: Path, updates: int, every: int, seed: int, during_startup: float | None,
+            training: float) -> Kill | None:
+    """Start (or resume) the run and SIGKILL it: ``during_startup`` seconds after the start
+    (imports, checkpoint loading), or else ``training`` seconds after it has trained past the
+    update where the previous process was killed. None if it finished first."""
+    previous = last_logged_update(run_dir)
+    began = time.perf_counter()
     proc = subprocess.Popen(train_command(run_dir, updates, every, seed), env=_env(), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        proc.wait(timeout=seconds)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = None if during_startup is None else began + during_startup
+    while proc.poll() is None:
+        now = time.perf_counter()
+        if deadline is None and last_logged_update(run_dir) > previous:
+            deadline = now + training
+        if deadline is not None and now >= deadline:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            break
+        time.sleep(0.01)
+    else:
         return None  # finished before the kill
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        proc.stderr.close()  # type: ignore[union-attr]
     ckpt_path = run_dir / "checkpoint.pt"
     ckpt_update = None
     if ckpt_path.is_file():
         ckpt_update = int(torch.load(ckpt_path, weights_only=True)["progress"]["update"])
-    return Kill(seconds, last_logged_update(run_dir), ckpt_update,
+    return Kill(time.perf_counter() - began, last_logged_update(run_dir), ckpt_update,
                 len(list(run_dir.glob(".checkpoint.pt.*.tmp"))) if run_dir.is_dir() else 0)
 
 
@@ -141,29 +152,32 @@ def same_run(a: Path, b: Path) -> list[str]:
 
 
 def kill_and_resume(out: Path, kills: int, updates: int, every: int, seed: int = 0,
-                    schedule_seed: int = 0, window: tuple[float, float] | None = None,
-                    log=print) -> bool:
+                    schedule_seed: int = 0, startup_share: float = 0.2, log=print) -> bool:
     """The whole experiment (see the module docstring); returns True if every check passed.
 
     Args:
-        window: kill moments are drawn uniformly in this many seconds after each start;
-            default: from 0.3 s to 1.3 times the reference run's duration.
+        startup_share: the share of kills (chosen at random among them) at a uniform moment
+            of a process's start-up (the reference run's start-up time); the others come a
+            uniform time after the process has trained past the update where the previous one
+            was killed, up to the reference's training time divided by ``kills``. Default 0.2.
     """
     ref, cut = out / "reference", out / "killed"
     began = time.perf_counter()
     startup = run_to_end(ref, updates, every, seed)
     duration = time.perf_counter() - began
-    # Kills spread so that the killed run advances through the whole run over all its kills.
-    lo, hi = window or (0.3, startup + 1.5 * (duration - startup) / kills)
+    span = (duration - startup) / kills  # on average half the run is trained over all kills
+    in_startup = set(random.Random(schedule_seed).sample(range(kills),
+                                                         round(startup_share * kills)))
     log(f"reference: {updates} updates of 32 steps in {duration:.1f} s ({startup:.1f} s of "
-        f"start-up); checkpoint every {every} updates; kills drawn uniformly in "
-        f"[{lo:.1f}, {hi:.1f}] s after each start")
-    rng, ok, done = random.Random(schedule_seed), True, 0
+        f"start-up); checkpoint every {every} updates; kills: {startup_share:.0%} during "
+        f"start-up, the others up to {span:.1f} s into new training")
+    rng, ok, done = random.Random(schedule_seed + 1), True, 0
     while done < kills:
-        seconds = rng.uniform(lo, hi)
-        kill = kill_at(cut, updates, every, seed, seconds)
+        startup_kill = done in in_startup
+        kill = kill_at(cut, updates, every, seed, rng.uniform(0.1, startup) if startup_kill
+                       else None, rng.uniform(0.0, span))
         if kill is None:
-            log(f"run finished within {seconds:.1f} s before kill {done + 1}: starting over")
+            log(f"the run finished before kill {done + 1}: starting it over")
             for p in sorted(cut.iterdir()):
                 p.unlink()
             continue
@@ -172,10 +186,10 @@ def kill_and_resume(out: Path, kills: int, updates: int, every: int, seed: int =
         ok &= fine
         where = ("before its first checkpoint" if kill.checkpoint_update is None
                  else f"checkpoint at update {kill.checkpoint_update}")
-        log(f"kill {done:2d} at {kill.at_seconds:5.2f} s: logged up to update "
-            f"{kill.logged_update}, {where}, lost {kill.lost_updates} update(s) "
-            f"(limit {every}), {kill.temporaries} temporary file(s) left "
-            f"{'ok' if fine else 'FAILED'}")
+        log(f"kill {done:2d} {'in start-up ' if startup_kill else 'in training'} at "
+            f"{kill.at_seconds:5.2f} s: logged up to update {kill.logged_update}, {where}, lost "
+            f"{kill.lost_updates} update(s) (limit {every}), {kill.temporaries} temporary "
+            f"file(s) left: {'ok' if fine else 'FAILED'}")
     run_to_end(cut, updates, every, seed)
     problems = same_run(ref, cut)
     ok &= not problems
@@ -193,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=5, help="run.checkpoint_every (updates)")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--schedule-seed", type=int, default=0, help="seed of the kill moments")
+    p.add_argument("--startup-share", type=float, default=0.2,
+                   help="share of the kills drawn during a process's start-up")
     p.add_argument("--out", type=Path, required=True, help="folder for the two runs (emptied)")
     args = p.parse_args(argv)
     for sub in ("reference", "killed"):
@@ -201,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             for f in d.iterdir():
                 f.unlink()
     return 0 if kill_and_resume(args.out, args.kills, args.updates, args.every, args.seed,
-                                args.schedule_seed) else 1
+                                args.schedule_seed, args.startup_share) else 1
 
 
 if __name__ == "__main__":
