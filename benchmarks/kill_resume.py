@@ -6,8 +6,9 @@ Runs ``python train.py`` on CartPole-v1 once uninterrupted (the reference), then
 run (same seed and settings) again, killed with ``kill -9`` at ``--kills`` random moments and
 restarted with ``--resume`` after each (a plain start while no run directory exists yet), then
 resumed to the end. A fifth of the kills land during a process's start-up (imports, loading
-the checkpoint), the others at a random time after it has trained past the point where the
-previous process was killed. After every kill it checks what is on disk:
+the checkpoint), the others a random number (1 or more) of updates after the point where the
+previous process was killed, plus a random fraction of an update's time (so at any phase of an
+update: rollout, update, logging, checkpoint write). After every kill it checks what is on disk:
 
 * the checkpoint loads (``torch.load(weights_only=True)``), or there is none yet;
 * it lost at most one checkpoint interval: the last update logged in ``progress.csv`` minus the
@@ -87,24 +88,26 @@ def run_to_end(run_dir: Path, updates: int, every: int, seed: int) -> float:
 
 
 def kill_at(run_dir: Path, updates: int, every: int, seed: int, during_startup: float | None,
-            training: float) -> Kill | None:
+            more_updates: int, within_update: float) -> Kill | None:
     """Start (or resume) the run and SIGKILL it: ``during_startup`` seconds after the start
-    (imports, checkpoint loading), or else ``training`` seconds after it has trained past the
-    update where the previous process was killed. None if it finished first."""
-    previous = last_logged_update(run_dir)
+    (imports, checkpoint loading), or else ``within_update`` seconds after it has logged
+    ``1 + more_updates`` updates past the one where the previous process was killed (a random
+    moment of an update: rollout, update, logging or checkpoint write). None if it finished
+    first."""
+    target = last_logged_update(run_dir) + 1 + more_updates
     began = time.perf_counter()
     proc = subprocess.Popen(train_command(run_dir, updates, every, seed), env=_env(), cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = None if during_startup is None else began + during_startup
     while proc.poll() is None:
         now = time.perf_counter()
-        if deadline is None and last_logged_update(run_dir) > previous:
-            deadline = now + training
+        if deadline is None and last_logged_update(run_dir) >= max(target, 1):
+            deadline = now + within_update
         if deadline is not None and now >= deadline:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             break
-        time.sleep(0.01)
+        time.sleep(0.002)
     else:
         return None  # finished before the kill
     ckpt_path = run_dir / "checkpoint.pt"
@@ -125,7 +128,7 @@ def last_logged_update(run_dir: Path) -> int:
         for row in csv.DictReader(f):
             try:
                 last = int(float(row["update"]))
-            except (TypeError, ValueError):
+            except (KeyError, TypeError, ValueError):
                 break  # a row cut short by the kill
     return last
 
@@ -157,25 +160,28 @@ def kill_and_resume(out: Path, kills: int, updates: int, every: int, seed: int =
 
     Args:
         startup_share: the share of kills (chosen at random among them) at a uniform moment
-            of a process's start-up (the reference run's start-up time); the others come a
-            uniform time after the process has trained past the update where the previous one
-            was killed, up to the reference's training time divided by ``kills``. Default 0.2.
+            of a process's start-up (the reference run's start-up time); the others after
+            0 to 1.4 * updates / kills new updates plus a uniform fraction of the reference's
+            time per update. Default 0.2.
     """
     ref, cut = out / "reference", out / "killed"
     began = time.perf_counter()
     startup = run_to_end(ref, updates, every, seed)
     duration = time.perf_counter() - began
-    span = (duration - startup) / kills  # on average half the run is trained over all kills
+    per_update = (duration - startup) / updates
+    most = max(1, round(1.4 * updates / kills))  # ~70 % of the run is trained over the kills
     in_startup = set(random.Random(schedule_seed).sample(range(kills),
                                                          round(startup_share * kills)))
     log(f"reference: {updates} updates of 32 steps in {duration:.1f} s ({startup:.1f} s of "
-        f"start-up); checkpoint every {every} updates; kills: {startup_share:.0%} during "
-        f"start-up, the others up to {span:.1f} s into new training")
+        f"start-up, {per_update * 1000:.0f} ms per update); checkpoint every {every} updates; "
+        f"kills: {len(in_startup)} during start-up, the others after 1-{most + 1} new updates plus "
+        f"0-1 update's time")
     rng, ok, done = random.Random(schedule_seed + 1), True, 0
     while done < kills:
         startup_kill = done in in_startup
-        kill = kill_at(cut, updates, every, seed, rng.uniform(0.1, startup) if startup_kill
-                       else None, rng.uniform(0.0, span))
+        kill = kill_at(cut, updates, every, seed,
+                       rng.uniform(0.1, startup) if startup_kill else None,
+                       rng.randint(0, most), rng.uniform(0.0, per_update))
         if kill is None:
             log(f"the run finished before kill {done + 1}: starting it over")
             for p in sorted(cut.iterdir()):
