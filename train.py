@@ -48,7 +48,10 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", help="run directory name (default: env_algo_sSEED_TIME)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its checkpoint and config; with env "
-                   "snapshots (MuJoCo, classic control, Atari) exactly as if never stopped")
+                   "snapshots (MuJoCo, classic control, Atari) exactly as if never stopped. "
+                   "Works after a kill -9 at any moment: it loses at most one checkpoint "
+                   "interval (run.checkpoint_seconds, default 600, and run.checkpoint_every); "
+                   "a run killed before its first checkpoint starts over")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files")
     return p
