@@ -100,6 +100,23 @@ def test_a_recomputation_that_differs_is_reported():
         opt2.load_state_dict(state)
 
 
+def test_block_tridiagonal_keeps_the_full_state():
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    opt = acktr.KFAC(model, structure="block_tridiagonal", inverse_every=3)
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    out = model(x)
+    with opt.record_stats():
+        acktr.fisher_loss(out, "categorical").backward(retain_graph=True)
+    opt.zero_grad()
+    nn.functional.cross_entropy(out, y).backward()
+    opt.step()
+    assert not opt.preconditioner.decompositions_recomputable()
+    state = opt.state_dict(compact=True)
+    opt2 = acktr.KFAC(model, structure="block_tridiagonal", inverse_every=3)
+    opt2.load_state_dict(state)
+    assert opt2.state_dict()["kfac"]["tridiagonal"]["inverse"] is not None
+
+
 def test_async_inverse_keeps_the_full_state():
     model = _model()
     opt = _kfac(model, async_inverse=True)
