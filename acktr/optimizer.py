@@ -288,10 +288,16 @@ class KFAC(torch.optim.Optimizer):
         return out
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, object]:  # type: ignore[override]
-        """Optimizer state (momentum buffers, hyperparameters) plus all K-FAC state."""
+    def state_dict(  # type: ignore[override]
+        self, compact: bool = False, drop_stale: bool = False
+    ) -> dict[str, object]:
+        """Optimizer state (momentum buffers, hyperparameters) plus all K-FAC state.
+
+        ``compact``: leave out the eigenbases that loading recomputes bit for bit;
+        ``drop_stale``: also those that lag the factors (see
+        ``KFACPreconditioner.state_dict``). Defaults False."""
         state = super().state_dict()
-        state["kfac"] = self.preconditioner.state_dict()
+        state["kfac"] = self.preconditioner.state_dict(compact=compact, drop_stale=drop_stale)
         state["kfac_steps"] = self.steps
         state["kfac_skipped"] = self._skipped.clone()
         return state

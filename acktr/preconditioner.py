@@ -434,12 +434,37 @@ class KFACPreconditioner:
         return torch.stack([t.to(terms[0].dtype) for t in terms]).sum()
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, object]:
+    def decompositions_recomputable(self) -> bool:
+        """True when ``state_dict(compact=True)`` stores no eigenbasis: each block's is the
+        eigendecomposition of its current factors (recomputed on load) or the next
+        :meth:`step` recomputes it anyway. Always False with ``async_inverse`` or under
+        ``torch.distributed`` sharding, where decompositions lag the factors."""
+        if self._executor is not None or self._sharding is not None:
+            return False
+        refresh_next = self.steps % self.inverse_every == 0
+        return all(b.eig is None or b.eig_from_factors or refresh_next
+                   for b in self.blocks.values())
+
+    def state_dict(self, compact: bool = False, drop_stale: bool = False) -> dict[str, object]:
         """Everything needed to resume: factors, eigenbases/inverses, counters.
 
         Under ``torch.distributed`` with ``async_inverse`` it gathers the in-flight refresh
         from every rank, so it is a collective: call it on every rank.
+
+        Args:
+            compact: leave out what can be recomputed bit for bit (see
+                :meth:`KroneckerBlock.state_dict`): symmetric factors are stored as their lower
+                triangle, and eigenbases only where :meth:`decompositions_recomputable` is
+                False for that block. For a Nature-CNN Atari policy this divides the size by
+                about 3 (docs/agents.md). Loading recomputes the left-out eigenbases (one
+                ``eigh`` per factor) and warns if they are not bit-identical. Default False.
+            drop_stale: with ``compact``, also leave out the eigenbases that lag the factors;
+                a run continued from the state recomputes them at its first step instead of on
+                schedule, so it is not bit-identical to one never stopped (for a run's final
+                checkpoint, which nothing continues exactly). Default False.
         """
+        refresh_next = (self._executor is None and self._sharding is None
+                        and (drop_stale or self.steps % self.inverse_every == 0))
         pending = None
         if self._pending is not None:  # an in-flight async refresh is part of the state
             results = self._pending.result()
@@ -450,7 +475,9 @@ class KFACPreconditioner:
         return {
             "steps": self.steps,
             "reported_skips": self._reported_skips,
-            "blocks": {name: b.state_dict() for name, b in self.blocks.items()},
+            "blocks": {name: b.state_dict(compact and self._executor is None
+                                          and self._sharding is None, refresh_next)
+                       for name, b in self.blocks.items()},
             "diagonal": {name: b.state_dict() for name, b in self.diagonal_blocks.items()},
             "pending": pending,
         }

@@ -303,8 +303,15 @@ class TridiagonalKFACPreconditioner(KFACPreconditioner):
         return terms
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, object]:
-        """The block-diagonal state plus the cross factors and the chain factorization."""
+    def decompositions_recomputable(self) -> bool:
+        """Always False: the chain factorization is stored, never recomputed on load."""
+        return False
+
+    def state_dict(self, compact: bool = False, drop_stale: bool = False) -> dict[str, object]:
+        """The block-diagonal state plus the cross factors and the chain factorization.
+
+        Always the full state: ``compact`` and ``drop_stale`` (see
+        :meth:`KFACPreconditioner.state_dict`) are accepted and ignored."""
         state = super().state_dict()
         state["tridiagonal"] = {
             "cross_a": list(self.cross_a),
