@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from acktr.blocks import DampingScheme, InverseMethod
+from acktr.distributed import GroupSpec
 from acktr.preconditioner import Fallback, KFACPreconditioner, LossReduction
 from acktr.schedules import (
     Schedule,
@@ -78,6 +79,10 @@ class KFAC(torch.optim.Optimizer):
         structure: ``"block_diagonal"`` (default: independent layers, :class:`KFACPreconditioner`)
             or ``"block_tridiagonal"`` (the chain model between layers, Martens & Grosse 2015
             section 4.3, for MLPs: :class:`acktr.tridiagonal.TridiagonalKFACPreconditioner`).
+        process_group: the processes K-FAC's collectives span: ``"default"`` (default:
+            torch.distributed's default group whenever one is initialized; None means the same),
+            a ``torch.distributed.ProcessGroup``, or ``"local"``: this process alone, for a model
+            one rank trains by itself inside a distributed job (see :mod:`acktr.distributed`).
     """
 
     def __init__(
@@ -102,6 +107,7 @@ class KFAC(torch.optim.Optimizer):
         async_inverse: bool = False,
         stats_batch_size: int | None = None,
         structure: Structure = "block_diagonal",
+        process_group: GroupSpec = "default",
     ) -> None:
         check_positive("lr", lr)
         check_decay("momentum", momentum)
@@ -133,7 +139,9 @@ class KFAC(torch.optim.Optimizer):
             exclude=exclude,
             async_inverse=async_inverse,
             stats_batch_size=stats_batch_size,
+            process_group=process_group,
         )
+        self.process_group = self.preconditioner.process_group
         params = [p for p in model.parameters() if p.requires_grad]
         defaults = {
             "lr": resolve(lr, 0),
