@@ -347,3 +347,22 @@ def check_replicas_in_sync(
             "in torch.nn.parallel.DistributedDataParallel, or call "
             "acktr.distributed.average_gradients(model.parameters()) after backward()"
         )
+
+
+def group_mean(values: list[float] | list[Tensor], group: GroupSpec = "default") -> list:
+    """The mean over the ranks of ``group`` of each value (floats, or tensors of any shape), in
+    one all-reduce; the values themselves in one process (or for ``"local"``)."""
+    if not values or not is_distributed(group):
+        return list(values)
+    tensors = [v if isinstance(v, Tensor) else torch.tensor(float(v)) for v in values]
+    like = tensors[0]
+    flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
+    flat = flat.to(_comm_device(like.device, group))
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=_pg(group))
+    flat = flat.to(like.device) / dist.get_world_size(_pg(group))
+    out, offset = [], 0
+    for v, t in zip(values, tensors, strict=True):
+        chunk = flat[offset : offset + t.numel()].view_as(t)
+        offset += t.numel()
+        out.append(float(chunk) if not isinstance(v, Tensor) else chunk.to(t.dtype))
+    return out

@@ -426,6 +426,17 @@ class KFACPreconditioner:
         if self.refresh_due():
             self.refresh()
         damping = check_positive("damping", self.damping, self.steps)
+        vg = self.apply_inverse(damping)
+        self.steps += 1
+        return vg
+
+    @torch.no_grad()
+    def apply_inverse(self, damping: float) -> Tensor:
+        """``.grad <- (F + damping)^-1 .grad`` with the current eigenbases (or inverses), with no
+        refresh and no step counted (:meth:`step` does both). Returns ``sum_p <Delta_p, grad_p>``.
+
+        Adaptive K-FAC calls it once per candidate damping of its greedy search.
+        """
         terms = self._precondition_blocks(damping)
         for block in self.diagonal_blocks.values():
             p = block.param
@@ -437,7 +448,6 @@ class KFACPreconditioner:
         for p in self.identity_params.values():
             if p.grad is not None:
                 terms.append((p.grad * p.grad).sum())
-        self.steps += 1
         if not terms:
             return torch.zeros(())
         return torch.stack([t.to(terms[0].dtype) for t in terms]).sum()

@@ -8,7 +8,6 @@ wall-clock), ``.csv`` (every run's curve) and ``.json`` (summary and curves), an
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import platform
 import shlex
@@ -165,7 +164,7 @@ def run_sweeps(args: argparse.Namespace, task: Task, kfac_set: dict[str, Any]) -
             kw = {"damping": args.damping, "kl_clip": args.kl_clip or None} | kfac_set
         sweeps.append(sweep(task, name, lrs[name], args.iters, args.seed, kw, verbose=verbose))
     if args.kfac_defaults:
-        lr = inspect.signature(acktr.KFAC).parameters["lr"].default
+        lr = acktr.optimizer.DEFAULT_LR
         label = "kfac (library defaults)"
         sweeps.append(sweep(task, "kfac", (lr,), args.iters, args.seed, {}, label, verbose))
     return sweeps
