@@ -4,8 +4,10 @@ Martens & Grosse (2015), sections 6.4-6.6 and 7. With ``h`` the training loss pl
 ``eta/2 ||theta||^2`` (``eta``: weight decay), ``F`` the exact Fisher / Gauss-Newton matrix of the
 model's output distribution on the current batch (:mod:`acktr.curvature`) and ``g = grad h``:
 
-* proposal ``Delta = -F~^-1 g`` from the Kronecker-factored approximation ``F~`` with factored
-  Tikhonov damping ``gamma`` (section 6.3; ``F~ + gamma^2`` in eigenvalue-product damping);
+* proposal ``Delta = -F~^-1 g`` from the Kronecker-factored approximation ``F~`` damped by
+  ``gamma``: ``(A (x) G + gamma^2 I)^-1`` in the eigenbases (``damping_scheme="eigen"``, the
+  default) or the paper's factored Tikhonov ``(A + pi gamma I) (x) (G + gamma / pi I)``
+  (``"tikhonov"``, section 6.3);
 * update ``delta = alpha Delta + mu delta_0`` (``delta_0``: the previous update), with
   ``(alpha, mu)`` minimizing the damped quadratic model
   ``M(delta) = 1/2 delta^T (F + (lambda + eta) I) delta + g^T delta + h`` over the two directions
@@ -447,15 +449,17 @@ class AdaptiveKFAC:
         self, params: list[Tensor], raw: list[Tensor], vectors: list[list[Tensor]],
         curvature: Tensor,
     ) -> QuadraticModel:
-        """The inner products of the model, as one matrix product (one host sync)."""
-        decayed = {id(p) for p in self.opt.decayed(params)}
-        mask = torch.cat([torch.full((p.numel(),), float(id(p) in decayed), dtype=torch.float64,
-                                     device=p.device) for p in params])
-        flat = torch.stack([torch.cat([t.reshape(-1).double() for t in v]) for v in vectors])
-        g = torch.cat([t.reshape(-1).double() for t in raw])
-        inner = flat @ flat.T
-        l2 = self.opt.weight_decay * (flat * mask) @ flat.T
-        return QuadraticModel(curvature.cpu(), inner.cpu(), l2.cpu(), (flat @ g).cpu())
+        """The inner products of the model, as matrix products in the parameters' dtype."""
+        flat = torch.stack([torch.cat([t.reshape(-1) for t in v]) for v in vectors])
+        g = torch.cat([t.reshape(-1) for t in raw])
+        inner = (flat @ flat.T).double().cpu()
+        l2 = torch.zeros_like(inner)
+        if self.opt.weight_decay:
+            decayed = {id(p) for p in self.opt.decayed(params)}
+            mask = torch.cat([torch.full((p.numel(),), float(id(p) in decayed), dtype=flat.dtype,
+                                         device=flat.device) for p in params])
+            l2 = self.opt.weight_decay * ((flat * mask) @ flat.T).double().cpu()
+        return QuadraticModel(curvature.cpu(), inner, l2, (flat @ g).double().cpu())
 
     @torch.no_grad()
     def _apply(
@@ -495,8 +499,10 @@ class AdaptiveKFAC:
         st.new_loss = new_loss
         actual = new_loss - st.loss + reg
         predicted = st.predicted_change
-        st.rho = actual / predicted if predicted < 0 else math.nan
-        if not math.isfinite(new_loss) or not actual <= 0 or (lm_step and math.isnan(st.rho)):
+        rho = actual / predicted if predicted < 0 else math.nan
+        if not math.isnan(predicted):  # steps that reuse (alpha, mu) have no model: keep the last
+            st.rho = rho
+        if not math.isfinite(new_loss) or not actual <= 0 or (lm_step and math.isnan(rho)):
             with torch.no_grad():
                 for p, d in zip(params, delta, strict=True):
                     p.sub_(d.to(p.dtype))

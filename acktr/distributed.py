@@ -354,7 +354,8 @@ def group_mean(values: list[float] | list[Tensor], group: GroupSpec = "default")
     one all-reduce; the values themselves in one process (or for ``"local"``)."""
     if not values or not is_distributed(group):
         return list(values)
-    tensors = [v if isinstance(v, Tensor) else torch.tensor(float(v)) for v in values]
+    tensors = [v if isinstance(v, Tensor) else torch.tensor(float(v), dtype=torch.float64)
+               for v in values]
     like = tensors[0]
     flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
     flat = flat.to(_comm_device(like.device, group))

@@ -111,8 +111,9 @@ class KFAC(torch.optim.Optimizer):
             one rank trains by itself inside a distributed job (see :mod:`acktr.distributed`).
         adaptive: ``True`` for adaptive mode with the paper's constants, or an
             :class:`acktr.AdaptiveSettings` (intervals ``T1``/``T2``, ``adapt_every`` to amortize
-            the curvature products, ...). Default False. In adaptive mode ``damping_scheme``
-            defaults to ``"tikhonov"`` (the paper's factored damping ``gamma``); ``lr``,
+            the curvature products, ...). Default False. In adaptive mode ``gamma`` is the
+            damping of the Kronecker factors (``"eigen"``: ``(A (x) G + gamma^2 I)^-1``;
+            ``"tikhonov"``: the paper's ``(A + pi gamma I) (x) (G + gamma / pi I)``); ``lr``,
             ``momentum``, ``kl_clip`` and ``cold_start_steps`` do not apply, and
             ``inverse_method="eigen"`` and the block-diagonal structure are required. Under
             torch.distributed the gradients are averaged over ``process_group`` by the
@@ -154,7 +155,6 @@ class KFAC(torch.optim.Optimizer):
                                       inverse_method, structure)
         if settings is not None:
             damping = settings.initial_damping
-            damping_scheme = damping_scheme or "tikhonov"
         lr = DEFAULT_LR if lr is None else lr
         momentum = DEFAULT_MOMENTUM if momentum is None else momentum
         damping = DEFAULT_DAMPING if damping is None else damping

@@ -4,7 +4,7 @@
   *whitened* inputs, while the inputs it sees have covariance condition number 1e4 (standard
   deviations from 1 to 0.01 along a random rotation, plus an offset of 1). Squared error
   (Gaussian Fisher). The kind of problem of issue 17 where K-FAC's defaults never reached Adam.
-* ``wide_classifier``: a wide ReLU MLP (2 hidden layers of 512) classifies 10 classes given by a
+* ``wide_classifier``: a wide ReLU MLP (2 hidden layers of 256) classifies 10 classes given by a
   random tanh teacher's argmax, on inputs with covariance condition number 100. Softmax
   cross-entropy (categorical Fisher).
 
@@ -75,8 +75,8 @@ def deep_tanh_mlp() -> nn.Module:
 
 
 def wide_relu_mlp() -> nn.Module:
-    """32-512-512-10, ReLU."""
-    return mlp((32, 512, 512, 10), nn.ReLU)
+    """32-256-256-10, ReLU."""
+    return mlp((32, 256, 256, 10), nn.ReLU)
 
 
 def squared_error(out: Tensor, x: Tensor, y: Tensor) -> Tensor:

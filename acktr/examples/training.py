@@ -89,8 +89,8 @@ def make_task(name: TaskName, data: Dataset, batch_size: int | None = None) -> T
             deep tanh MLP, ill-conditioned inputs, squared error; ``"wide_classifier"``: wide
             ReLU MLP, softmax cross-entropy), which ignore ``data``.
         data: the dataset (digits or MNIST).
-        batch_size: minibatch size; None picks 512 (autoencoder) or 256 (the others), capped
-            at the training-set size.
+        batch_size: minibatch size; None picks 512 (autoencoder, wide_classifier) or 256 (cnn,
+            tanh_regression), capped at the training-set size.
     """
     if name == "autoencoder":
         widths = DIGITS_LAYERS if data.side == 8 else (data.n_pixels,) + MNIST_LAYERS[1:]
@@ -120,7 +120,7 @@ def make_task(name: TaskName, data: Dataset, batch_size: int | None = None) -> T
     if name == "wide_classifier":
         x, y = synthetic.wide_classifier_data()
         return Task(name, synthetic.wide_relu_mlp, synthetic.cross_entropy, "categorical", x, y,
-                    min(batch_size or 256, len(x)))
+                    min(batch_size or 512, len(x)))
     raise ValueError(f"task must be one of {TASKS}, got {name!r}")
 
 
