@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from acktr.examples.data import load_digits
+from acktr.optimizer import DEFAULT_LR
 from acktr.examples.training import TASKS, make_task
 from benchmarks.kfac_time_to_loss import Runner, make_runner
 
@@ -53,7 +54,9 @@ def run_task(name: str, iters: int, adam_lrs: list[float], chunk: int, seed: int
     """Interleave Adam's sweep and the K-FAC runs of one task; return the figures."""
     task = make_task(name, load_digits(seed=seed))
     adams = [make_runner(task, "adam", lr, seed, None, f"adam lr={lr:g}") for lr in adam_lrs]
-    kfacs = [make_runner(task, "kfac", 1.0, seed, kw, label) for label, kw in variants.items()]
+    # lr: the library default (adaptive mode takes none)
+    kfacs = [make_runner(task, "kfac", DEFAULT_LR, seed, kw, label)
+             for label, kw in variants.items()]
     load_before = load()
     while not all(a.done for a in adams) or not all(k.done for k in kfacs):
         for a in adams:
