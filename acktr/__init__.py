@@ -25,11 +25,11 @@ from __future__ import annotations
 
 from acktr.adaptive import AdaptiveSettings
 from acktr.blocks import DiagonalBlock, KroneckerBlock
+from acktr.curvature import ggn_vector_product
 from acktr.distributed import average_gradients
 from acktr.exact_ngd import ExactNGD
 from acktr.layers import BroadcastBias, Conv2dHelper, LayerHelper, LinearHelper, register_layer
 from acktr.linalg import CurvatureLinAlgError
-from acktr.curvature import ggn_vector_product
 from acktr.losses import fisher_loss, gauss_newton_losses
 from acktr.noisy import BayesByBackprop, NoisyAdam, NoisyKFAC
 from acktr.optimizer import KFAC

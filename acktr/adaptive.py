@@ -333,7 +333,8 @@ class AdaptiveKFAC:
                 self._identify_kind(product, z_loss)
             return product
         if st.loss_kind is None:
-            st.loss_kind, st.loss_scale, st.kind_fixed = self.requested_kind or "gaussian", 1.0, True
+            st.loss_kind = self.requested_kind or "gaussian"
+            st.loss_scale, st.kind_fixed = 1.0, True
         return fisher_output_product(z_graph, st.loss_kind, st.loss_scale)  # type: ignore[arg-type]
 
     def _identify_kind(self, product: OutputProduct, outputs: Tensor) -> None:
@@ -548,7 +549,6 @@ class AdaptiveKFAC:
     def _undo_previous(self, params: list[Tensor]) -> None:
         """The loss is NaN/Inf at the start of a step: undo the previous update (if any),
         forget it as momentum, and raise ``lambda``."""
-        st = self.state
         with torch.no_grad():
             for p in params:
                 d = self.opt.state[p].pop("adaptive_delta", None)

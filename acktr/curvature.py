@@ -94,7 +94,8 @@ def fisher_output_product(outputs: Tensor, kind: FisherKind, scale: float = 1.0)
 
 
 def ggn_vector_product(
-    outputs: Tensor, params: Sequence[Tensor], vector: Sequence[Tensor], output_product: OutputProduct
+    outputs: Tensor, params: Sequence[Tensor], vector: Sequence[Tensor],
+    output_product: OutputProduct,
 ) -> list[Tensor]:
     """``G v = J^T H_L J v``, shaped like ``params`` (for tests and diagnostics; the adaptive step
     needs only the quadratic forms of :func:`quadratic_forms`)."""

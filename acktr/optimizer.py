@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import Literal
 
 import torch
@@ -25,7 +25,6 @@ from acktr.schedules import (
     resolve,
 )
 from acktr.tridiagonal import STRUCTURES, Structure, TridiagonalKFACPreconditioner
-
 
 DEFAULT_LR = 0.1
 DEFAULT_MOMENTUM = 0.9

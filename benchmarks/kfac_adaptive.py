@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 
 from acktr.examples.data import load_digits
-from acktr.optimizer import DEFAULT_LR
 from acktr.examples.training import TASKS, make_task
+from acktr.optimizer import DEFAULT_LR
 from benchmarks.kfac_time_to_loss import Runner, make_runner
 
 BUDGETS = {"autoencoder": 1500, "cnn": 800, "tanh_regression": 3000, "wide_classifier": 600}

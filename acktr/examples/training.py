@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 
 import acktr
+from acktr.examples import synthetic
 from acktr.examples.autoencoder import DIGITS_LAYERS, MNIST_LAYERS, Autoencoder, reconstruction_loss
 from acktr.examples.cnn import SmallCNN, classification_loss
-from acktr.examples import synthetic
 from acktr.examples.data import Dataset
 from acktr.losses import FisherKind
 
