@@ -36,8 +36,8 @@ from acktr.examples.training import TASKS, make_task
 from acktr.optimizer import DEFAULT_LR
 from benchmarks.kfac_time_to_loss import Runner, make_runner
 
-BUDGETS = {"autoencoder": 1500, "cnn": 800, "tanh_regression": 3000, "wide_classifier": 600}
-"""Adam's iterations per task (about 20-30 s of one loaded CPU thread each)."""
+BUDGETS = {"autoencoder": 800, "cnn": 400, "tanh_regression": 1500, "wide_classifier": 300}
+"""Adam's iterations per task (about 5-10 s of one idle CPU thread each)."""
 
 KFAC_VARIANTS = {
     "kfac adaptive (defaults)": {"adaptive": True},
