@@ -397,3 +397,21 @@ def test_non_adaptive_defaults_unchanged():
     group = opt.param_groups[0]
     assert (group["lr"], group["momentum"], opt.damping) == (0.1, 0.9, 0.1)
     assert not opt.adaptive
+
+
+@pytest.mark.parametrize("kwargs", [{"async_inverse": True}, {"fallback": "identity"},
+                                    {"damping_scheme": "tikhonov", "weight_decay": 1e-3,
+                                     "weight_decay_on": "weights"}])
+def test_adaptive_with_fallback_parameters_and_options_trains(float64, kwargs):
+    from tests.acktr.exact import ScaledLinear
+
+    torch.manual_seed(0)
+    model = ScaledLinear()  # a parameter no Kronecker block claims: the fallback's
+    x = torch.randn(64, 3)
+    y = model(x).detach() * 0.5 + 0.1 * torch.randn(64, 2)
+    opt = acktr.KFAC(model, adaptive=True, inverse_every=3, **kwargs)
+    first = float(mse(model(x), y))
+    for _ in range(15):
+        opt.step(lambda: mse(model(x), y))
+    assert float(mse(model(x), y)) < 0.2 * first
+    assert model.scale.grad is not None  # preconditioned like every other parameter
