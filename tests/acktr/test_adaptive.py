@@ -146,7 +146,7 @@ def _regression_step_by_hand(opt, model, x, y, eta):
     grads = torch.autograd.grad(loss, params)
     g = flat_coords([gr + eta * t for gr, t in zip(grads, theta, strict=True)], [model])
     ggn = dense_ggn(model, [model], x, "gaussian")
-    return theta, g, ggn, float(loss)
+    return theta, g, ggn, float(loss.detach())
 
 
 @pytest.mark.parametrize("scheme", ["tikhonov", "eigen"])
