@@ -43,6 +43,8 @@ from acktr.blocks import (
 )
 from acktr.distributed import (
     DecompositionSharding,
+    GroupSpec,
+    check_group,
     check_replicas_in_sync,
     reduce_statistics,
     update_sharding,
@@ -94,6 +96,11 @@ class KFACPreconditioner:
         stats_batch_size: estimate the factors from a random subset of this many examples of
             each statistics batch (the same subset for every layer; an unbiased, noisier and
             cheaper estimate). Default None: the whole batch.
+        process_group: the processes whose statistics are averaged and which share the
+            eigendecompositions: ``"default"`` (default: torch.distributed's default group
+            whenever one is initialized; None means the same), a ``ProcessGroup`` (e.g. from
+            ``dist.new_group``), or ``"local"``: this process alone, never a collective, for a
+            model one rank trains by itself inside a distributed job (:mod:`acktr.distributed`).
     """
 
     def __init__(
@@ -111,6 +118,7 @@ class KFACPreconditioner:
         exclude: Iterable[nn.Module | str] = (),
         async_inverse: bool = False,
         stats_batch_size: int | None = None,
+        process_group: GroupSpec = "default",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -131,6 +139,7 @@ class KFACPreconditioner:
         if stats_batch_size is not None:
             check_interval("stats_batch_size", stats_batch_size)
         self.stats_batch_size = stats_batch_size
+        self.process_group = check_group(process_group)
 
         self.blocks: dict[str, KroneckerBlock] = {}
         self.diagonal_blocks: dict[str, DiagonalBlock] = {}
@@ -294,7 +303,7 @@ class KFACPreconditioner:
         pending = [(b, s) for b, s in pending if s is not None]
         diag = self._diagonal_pending(batch)
         flat = [t for _, s in pending for t in s] + [t for _, t in diag]
-        flat = reduce_statistics(flat)
+        flat = reduce_statistics(flat, self.process_group)
         for i, (block, _) in enumerate(pending):
             block.update_factors(flat[2 * i], flat[2 * i + 1], self.stat_decay)
         for j, (block, _) in enumerate(diag):
@@ -339,9 +348,9 @@ class KFACPreconditioner:
         """
         damping = check_positive("damping", self.damping, self.steps)
         method = self.inverse_method
-        sharding = self._sharding = update_sharding(self._sharding, self.blocks)
+        sharding = self._sharding = update_sharding(self._sharding, self.blocks, self.process_group)
         if sharding is not None:
-            check_replicas_in_sync(self._params(), self.steps)
+            check_replicas_in_sync(self._params(), self.steps, group=self.process_group)
         owned = self.blocks if sharding is None else {n: self.blocks[n] for n in sharding.owned}
         if self._executor is None and sharding is None:
             for block in self.blocks.values():
@@ -417,6 +426,17 @@ class KFACPreconditioner:
         if self.refresh_due():
             self.refresh()
         damping = check_positive("damping", self.damping, self.steps)
+        vg = self.apply_inverse(damping)
+        self.steps += 1
+        return vg
+
+    @torch.no_grad()
+    def apply_inverse(self, damping: float) -> Tensor:
+        """``.grad <- (F + damping)^-1 .grad`` with the current eigenbases (or inverses), with no
+        refresh and no step counted (:meth:`step` does both). Returns ``sum_p <Delta_p, grad_p>``.
+
+        Adaptive K-FAC calls it once per candidate damping of its greedy search.
+        """
         terms = self._precondition_blocks(damping)
         for block in self.diagonal_blocks.values():
             p = block.param
@@ -428,7 +448,6 @@ class KFACPreconditioner:
         for p in self.identity_params.values():
             if p.grad is not None:
                 terms.append((p.grad * p.grad).sum())
-        self.steps += 1
         if not terms:
             return torch.zeros(())
         return torch.stack([t.to(terms[0].dtype) for t in terms]).sum()

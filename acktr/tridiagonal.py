@@ -229,8 +229,8 @@ class TridiagonalKFACPreconditioner(KFACPreconditioner):
                     g_rows[k] += gk.shape[0]
         if batch == 0 or n == 1:
             return
-        new = reduce_statistics([s / batch for s in sum_a] + [s / r for s, r in zip(sum_g, g_rows,
-                                                                                 strict=True)])
+        fresh_g = [s / r for s, r in zip(sum_g, g_rows, strict=True)]
+        new = reduce_statistics([s / batch for s in sum_a] + fresh_g, self.process_group)
         ok = all_finite(*new)
         weight = ema_weight(self.stat_decay, self.cross_updates, self.dtype)
         for avg, fresh in zip(self.cross_a + self.cross_g, new, strict=True):
