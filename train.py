@@ -6,6 +6,8 @@
     python train.py --resume runs/CartPole-v1_acktr_s0_...
     python train.py eval --checkpoint runs/.../checkpoint.pt --episodes 10
     python train.py eval --checkpoint runs/... --video cartpole.gif
+    python train.py --env HalfCheetah-v5 --eval-every 50k       # best model in RUN_DIR/best.pt
+    python train.py eval --checkpoint runs/.../best.pt
     python train.py compare --env HalfCheetah-v5 --algos acktr a2c sb3-a2c trpo --seeds 3 \\
         --timesteps 1M --out results/halfcheetah --jobs 4
 """
@@ -49,6 +51,17 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its checkpoint and config; with env "
                    "snapshots (MuJoCo, classic control, Atari) exactly as if never stopped")
+    p.add_argument("--eval-every", metavar="STEPS",
+                   help="also evaluate every STEPS env steps during training, e.g. 50k, on "
+                   "separate envs with the run's normalization statistics; results under eval/ "
+                   "in TensorBoard and progress.csv, best model in RUN_DIR/best.pt "
+                   "(config: run.eval_every; default 0: only at the end)")
+    p.add_argument("--eval-episodes", type=int, metavar="N",
+                   help="deterministic episodes per evaluation, 0: none "
+                   "(config: run.eval_episodes; default 10)")
+    p.add_argument("--threads", metavar="N",
+                   help="torch CPU threads, or 'auto': 1 for MLP policies on the CPU, torch's "
+                   "default for Atari and CUDA (config: run.threads; default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files")
     return p
@@ -62,7 +75,10 @@ def _eval_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--checkpoint", type=Path, required=True,
-                   help="checkpoint file or run directory")
+                   help="checkpoint file (checkpoint.pt, or best.pt: the best evaluated model) "
+                   "or run directory (its checkpoint.pt)")
+    p.add_argument("--best", action="store_true",
+                   help="with a run directory: its best.pt instead of its checkpoint.pt")
     p.add_argument("--episodes", type=int, default=10, help="number of full episodes")
     p.add_argument("--seed", type=int, default=None, help="env seed (default: run seed + 10000)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device")
@@ -141,6 +157,9 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         ("env.num_envs", args.num_envs),
         ("run.device", args.device),
         ("run.logdir", args.logdir),
+        ("run.eval_every", args.eval_every),
+        ("run.eval_episodes", args.eval_episodes),
+        ("run.threads", args.threads),
     ]
     return [f"{k}={v}" for k, v in pairs if v is not None]
 
@@ -204,12 +223,18 @@ def train_main(argv: list[str]) -> int:
     if "final_return_mean" in summary:
         print(f"evaluation over {summary['eval_episodes']} episodes: "
               f"{summary['final_return_mean']:.1f} +- {summary['final_return_std']:.1f}")
+        print(f"best model: {run_dir / summary['best_model']} (evaluation return "
+              f"{summary['best_return_mean']:.1f} at step {summary['best_timesteps']}); "
+              f"`python train.py eval --checkpoint {run_dir / summary['best_model']}`")
+    if "learning_curve" in summary:
+        print(f"learning curve: {run_dir / summary['learning_curve']}")
     return 0
 
 
 def eval_main(argv: list[str]) -> int:
     from agents.checkpoint import load_checkpoint
     from agents.config import config_from_dict
+    from agents.eval_callback import BEST_NAME
     from agents.evaluate import check_video_writer, evaluate, make_env_from_config, record_video
     from agents.policies import make_policy
     from agents.trainer import resolve_device
@@ -219,7 +244,12 @@ def eval_main(argv: list[str]) -> int:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     if args.video is not None:
         check_video_writer(args.video)
-    ckpt = load_checkpoint(args.checkpoint)
+    path = args.checkpoint
+    if args.best:
+        if not path.is_dir():
+            raise ValueError(f"--best needs a run directory, got the file {path}")
+        path = path / BEST_NAME
+    ckpt = load_checkpoint(path)
     cfg = config_from_dict(ckpt["config"])
     device = resolve_device(args.device)
     probe = make_env_from_config(cfg, num_envs=1, training=False)
@@ -232,6 +262,9 @@ def eval_main(argv: list[str]) -> int:
     print(f"{cfg.env.env_id} ({cfg.algo.algo}, {ckpt['progress']['timesteps']} training steps): "
           f"return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes, "
           f"mean length {lengths.mean():.0f}")
+    if "eval" in ckpt:
+        print(f"(the best model of its run: evaluation return {ckpt['eval']['mean_reward']:.2f} "
+              "when it was kept)")
     if args.video is not None:
         ret, length = record_video(policy, cfg, args.video, device, ckpt["env"], args.seed,
                                    deterministic=not args.stochastic)

@@ -1,8 +1,11 @@
-"""The training loop: rollouts, updates, logging, checkpoints, final evaluation.
+"""The training loop: rollouts, updates, logging, checkpoints, evaluations.
 
-A run directory holds ``config.yaml`` (the resolved config), TensorBoard event files,
-``progress.csv``, ``checkpoint.pt`` (every ``run.checkpoint_every`` updates, at the updates
-``train(checkpoint_at=...)`` names, at the end, and on Ctrl-C) and, at the end, ``summary.json``.
+A run directory holds ``config.yaml`` (the resolved config), TensorBoard event files and
+``progress.csv`` (stable-baselines3's names, ``agents.run_log``), ``checkpoint.pt`` (every
+``run.checkpoint_every`` updates, at the updates ``train(checkpoint_at=...)`` names, at the end,
+and on Ctrl-C), ``best.pt`` (the best evaluated model, ``agents.eval_callback``),
+``learning_curve.png`` (``agents.plots``, rewritten at the end of every run or resumed run) and,
+at the end, ``summary.json``.
 
 Exact resume: a checkpoint taken between updates holds the model, the optimizers, the torch RNG
 streams, the counters, the observation the learner holds and a snapshot of the environments
@@ -14,7 +17,6 @@ have, on the same device (bit-exact on CPU). Env kinds that cannot be snapshot (
 
 from __future__ import annotations
 
-import csv
 import json
 import signal
 import sys
@@ -45,12 +47,17 @@ from agents.distributed import (
     seed_rank,
     sync_module,
 )
-from agents.evaluate import evaluate, make_env_from_config
+from agents.eval_callback import Evaluator
+from agents.evaluate import make_env_from_config
+from agents.plots import try_learning_curve
 from agents.policies import make_policy
 from agents.rollout import collect_rollout, obs_to_tensor
+from agents.run_log import EVAL_COLUMNS, RunLogger, sb3_row
 from agents.storage import RolloutStorage
+from agents.threads import resolve_threads
 from agents.updates import make_optimizers, metrics_to_floats, update
 from envs import SnapshotUnsupported, VecEnv
+from envs.registry import resolve_kind
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,71 +99,6 @@ class Progress:
         self.wall_seconds, self.episodes = float(p["wall_seconds"]), int(p["episodes"])
         self.recent_returns.extend(p["recent_returns"])
         self.recent_lengths.extend(p["recent_lengths"])
-
-
-class RunLogger:
-    """TensorBoard scalars and ``progress.csv`` rows (the CSV keeps its first row's columns).
-
-    Args:
-        run_dir: the run directory.
-        enabled_tensorboard: write TensorBoard event files. Default True.
-        resume_after: when resuming from the checkpoint of this many timesteps, drop what was
-            logged after it (CSV rows and TensorBoard events), so that a run that crashed after
-            its last checkpoint does not log those updates twice. Default None (a new run).
-    """
-
-    def __init__(
-        self, run_dir: Path, enabled_tensorboard: bool = True, resume_after: int | None = None
-    ) -> None:
-        self.csv_path = run_dir / "progress.csv"
-        self._fields: list[str] | None = None
-        if self.csv_path.exists():
-            with self.csv_path.open() as f:
-                header = f.readline().strip()
-            self._fields = header.split(",") if header else None
-            if resume_after is not None:
-                self._drop_rows_after(resume_after)
-        self.writer = None
-        if enabled_tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                purge = None if resume_after is None else resume_after + 1
-                self.writer = SummaryWriter(str(run_dir), purge_step=purge)
-            except ImportError:
-                warnings.warn(
-                    "tensorboard is not installed: no event files (pip install -e '.[rl]')",
-                    stacklevel=2,
-                )
-
-    def _drop_rows_after(self, timesteps: int) -> None:
-        with self.csv_path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        kept = [r for r in rows if int(float(r["timesteps"])) <= timesteps]
-        if len(kept) == len(rows):
-            return
-        with self.csv_path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self._fields or [])
-            w.writeheader()
-            w.writerows(kept)
-
-    def log(self, step: int, row: dict[str, float]) -> None:
-        if self.writer is not None:
-            for key, value in row.items():
-                if key not in ("update", "timesteps") and np.isfinite(value):
-                    self.writer.add_scalar(key, value, step)
-        new = self._fields is None
-        if new:
-            self._fields = list(row)
-        with self.csv_path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self._fields, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 class StopOnCtrlC:
@@ -269,6 +211,17 @@ def _resume_env(ckpt: dict[str, Any], env: VecEnv, cfg: Config, progress: Progre
     return obs_to_tensor(env.reset(seed=env_seed), device)
 
 
+def _say_what_happens(cfg: Config, resumed_at: int | None) -> None:
+    """Where a resumed run continues, or how the step budget was rounded (once, on rank 0)."""
+    total = cfg.num_updates * cfg.batch_size
+    if resumed_at is not None:
+        print(f"resuming at step {resumed_at} of {total}", flush=True)
+    elif total != cfg.run.total_timesteps:
+        print(f"run.total_timesteps {cfg.run.total_timesteps} is not a multiple of the batch "
+              f"({cfg.batch_size} = env.num_envs x algo.num_steps): training {total} steps "
+              f"({cfg.num_updates} updates)", flush=True)
+
+
 def mean_or_nan(xs) -> float:
     """Mean of ``xs`` (e.g. the recent episode returns), NaN when empty."""
     return float(np.mean(xs)) if len(xs) else float("nan")
@@ -313,6 +266,9 @@ def train(
             warning. Default False.
         progress_bar: show a tqdm bar with fps and the recent return. Default True.
         tensorboard: write TensorBoard event files. Default True.
+            Evaluations (every ``run.eval_every`` steps and at the end, ``run.eval_episodes``
+            each) are not counted in ``wall_seconds`` or fps; torch uses ``run.threads``
+            CPU threads during the call (restored after it).
         dist: this process's place in a multi-process run (``agents.distributed.setup``):
             it runs ``env.num_envs / world_size`` envs, gradients and curvature statistics are
             averaged over ranks, and only rank 0 writes logs, ``checkpoint.pt``, the
@@ -342,6 +298,9 @@ def train(
     if ckpt is not None:
         ckpt = rank_checkpoint(ckpt, run_dir, dist)
     seed = dist.env_seed(cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(resolve_threads(cfg.run.threads, device,
+                                          resolve_kind(cfg.env.env_id, "auto")))
     env = make_env_from_config(cfg, num_envs=dist.local_envs(cfg), seed=seed, training=True)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -350,6 +309,7 @@ def train(
                           after_update, frozenset(checkpoint_at))
     finally:
         env.close()
+        torch.set_num_threads(threads)
 
 
 def _train(
@@ -374,8 +334,14 @@ def _train(
     storage = RolloutStorage.from_spaces(
         cfg.algo.num_steps, env.num_envs, env.observation_space, env.action_space, device
     )
-    logger = RunLogger(run_dir, tensorboard, None if ckpt is None else progress.timesteps) \
-        if dist.is_main else NullLogger()
+    resumed_at = None if ckpt is None else progress.timesteps
+    logger = NullLogger()
+    evaluator = None
+    if dist.is_main:
+        _say_what_happens(cfg, resumed_at)
+        eval_columns = EVAL_COLUMNS if cfg.run.eval_episodes else ()
+        logger = RunLogger(run_dir, tensorboard, resumed_at, columns=eval_columns)
+        evaluator = Evaluator(cfg, run_dir, device, logger, progress_bar, resumed_at)
     bar = tqdm(
         total=cfg.num_updates * cfg.batch_size,
         initial=progress.timesteps,
@@ -417,10 +383,16 @@ def _train(
                 if progress.update % cfg.run.log_interval == 0 or (
                     progress.update == cfg.num_updates
                 ):
-                    logger.log(progress.timesteps, _log_row(progress, metrics_to_floats(metrics)))
+                    row = _log_row(progress, metrics_to_floats(metrics))
+                    logger.log(progress.timesteps, sb3_row(row))
                 every = cfg.run.checkpoint_every
                 if (every and progress.update % every == 0) or progress.update in checkpoint_at:
                     checkpoint()
+                if evaluator is not None and evaluator.due(progress.timesteps):
+                    paused = time.perf_counter()
+                    evaluator.evaluate(progress, policy, env)
+                    start += time.perf_counter() - paused  # not training time
+                    bar.unpause()  # nor in the bar's rate
                 if after_update is not None:
                     paused = time.perf_counter()
                     after_update(progress, policy, env)
@@ -450,18 +422,21 @@ def _train(
         summary["world_size"] = dist.world_size
     if not dist.is_main:
         return summary
-    if not interrupted and cfg.run.eval_episodes > 0:
-        returns, lengths = evaluate(policy, cfg, cfg.run.eval_episodes, device, env.state_dict())
+    if not interrupted and evaluator is not None and cfg.run.eval_episodes > 0:
+        final = evaluator.evaluate(progress, policy, env, final=True)
         summary.update(
-            final_return_mean=float(returns.mean()),
-            final_return_std=float(returns.std()),
-            final_length_mean=float(lengths.mean()),
-            eval_episodes=int(len(returns)),
+            final_return_mean=final.mean_reward,
+            final_return_std=final.std_reward,
+            final_length_mean=final.mean_ep_length,
+            eval_episodes=final.episodes,
+            best_return_mean=evaluator.best.mean_reward,
+            best_timesteps=evaluator.best.timesteps,
+            best_model=evaluator.best_path.name,
         )
-        if logger.writer is not None:
-            logger.writer.add_scalar("eval/return_mean", summary["final_return_mean"],
-                                     progress.timesteps)
     logger.close()
+    curve = try_learning_curve(run_dir, f"{cfg.env.env_id} {cfg.algo.algo} seed {cfg.run.seed}")
+    if curve is not None:
+        summary["learning_curve"] = curve.name
     if not interrupted:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
