@@ -59,7 +59,7 @@ def _rows(run_dir: Path) -> list[dict]:
     with (run_dir / "progress.csv").open() as f:
         rows = list(csv.DictReader(f))
     for r in rows:
-        r.pop("wall_seconds"), r.pop("fps")
+        r.pop("time/time_elapsed"), r.pop("time/fps")
     return rows
 
 
