@@ -79,6 +79,39 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
     monkeypatch.undo()
     assert train.main(["--resume", str(tmp_path / "r"), "--no-progress",
                        "--no-tensorboard"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming at step 16 of 64\n" in out  # batch 2 x 8, stopped after the first update
+    assert "not a multiple of the batch" not in out
+
+
+def test_timesteps_rounded_to_the_batch_is_said_once(tmp_path, capsys):
+    argv = [*TINY, "--timesteps", "70", "--logdir", str(tmp_path), "--run-name", "r"]
+    assert train.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("run.total_timesteps 70 is not a multiple of the batch (16 = env.num_envs "
+                     "x algo.num_steps): training 64 steps (4 updates)") == 1
+    assert "done: 64 steps" in out
+
+
+def test_cartpole_video_has_no_xdg_runtime_dir_noise(cartpole_run, tmp_path):
+    """pygame's SDL probes Wayland without a display; libwayland then prints an XDG_RUNTIME_DIR
+    error to the process's stderr (C level, so in a child process to capture it)."""
+    pytest.importorskip("imageio")
+    pytest.importorskip("pygame", reason="CartPole renders with pygame")
+    import os
+    import subprocess
+    import sys
+
+    gif = tmp_path / "cartpole.gif"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "SDL_VIDEODRIVER")}
+    done = subprocess.run(
+        [sys.executable, str(Path(train.__file__)), "eval", "--checkpoint", str(cartpole_run),
+         "--episodes", "1", "--video", str(gif)], env=env, capture_output=True, text=True,
+        timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "XDG_RUNTIME_DIR" not in done.stderr + done.stdout
+    assert gif.stat().st_size > 0
 
 
 def test_video_needs_a_gif_or_mp4_file(cartpole_run, tmp_path, capsys):
