@@ -27,9 +27,9 @@ from envs.registry import resolve_kind
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = {  # name: (env id, budget in env steps: a few updates of the family config's batch)
-    "cartpole": ("CartPole-v1", "40k"),
-    "halfcheetah": ("HalfCheetah-v5", "12500"),
-    "pong": ("ALE/Pong-v5", "3200"),
+    "cartpole": ("CartPole-v1", "10k"),
+    "halfcheetah": ("HalfCheetah-v5", "5000"),
+    "pong": ("ALE/Pong-v5", "1920"),
 }
 
 
