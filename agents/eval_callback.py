@@ -84,6 +84,8 @@ class Evaluator:
         env, whose normalization statistics are copied), log it, keep it if best."""
         episodes = self.cfg.run.eval_episodes
         label = "final evaluation" if final else f"evaluating at {progress.timesteps} steps"
+        if not self.show_progress and final:
+            print(f"final evaluation: {episodes} episodes", flush=True)
         bar = tqdm(total=episodes, desc=label, unit="episode", leave=False,
                    disable=not self.show_progress, dynamic_ncols=True)
         done: list[float] = []
@@ -91,12 +93,18 @@ class Evaluator:
         def on_episode(ret: float, length: int) -> None:
             done.append(ret)
             bar.update(1)
-            bar.set_postfix(ret=f"{np.mean(done):.1f}")
+
+        def on_step(steps: int) -> None:
+            # Parallel episodes tend to end together: show the steps meanwhile.
+            ret = f", ret={np.mean(done):.1f}" if done else ""
+            bar.set_postfix_str(f"{steps} env steps{ret}", refresh=False)
+            bar.update(0)  # redraws at most every tqdm.mininterval
 
         start = time.perf_counter()
         try:
             returns, lengths = evaluate(policy, self.cfg, episodes, self.device,
-                                        env.state_dict(), on_episode=on_episode)
+                                        env.state_dict(), on_episode=on_episode,
+                                        on_step=on_step if self.show_progress else None)
         finally:
             bar.close()
         result = EvalResult(progress.timesteps, float(returns.mean()), float(returns.std()),

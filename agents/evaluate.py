@@ -80,12 +80,14 @@ def run_episodes(
     deterministic: bool = True,
     max_steps: int = 1_000_000,
     on_episode: EpisodeFn | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run ``episodes`` episodes on an evaluation env (``training=False``).
 
     Env ``i`` contributes its first ``ceil``/``floor`` share of the episodes, so short episodes
     are not over-represented. ``on_episode(return, length)`` (default None) is called as each
-    counted episode ends, e.g. to show progress. Returns ``(returns, lengths)``.
+    counted episode ends, and ``on_step(env_steps)`` (default None) after every vector step,
+    e.g. to show progress. Returns ``(returns, lengths)``.
     """
     n = env.num_envs
     wanted = np.array([episodes // n + (i < episodes % n) for i in range(n)])
@@ -93,7 +95,7 @@ def run_episodes(
     returns: list[float] = []
     lengths: list[int] = []
     obs = obs_to_tensor(env.reset(), device)
-    for _ in range(max_steps):
+    for step in range(max_steps):
         if (got >= wanted).all():
             break
         action = policy.act(obs, deterministic=deterministic)
@@ -107,6 +109,8 @@ def run_episodes(
                 got[i] += 1
                 if on_episode is not None:
                     on_episode(float(ret), int(length))
+        if on_step is not None:
+            on_step((step + 1) * n)
         obs = obs_to_tensor(next_obs, device)
     return np.asarray(returns), np.asarray(lengths)
 
@@ -120,6 +124,7 @@ def evaluate(
     seed: int | None = None,
     deterministic: bool = True,
     on_episode: EpisodeFn | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Evaluate on fresh envs in evaluation mode, with the training normalization statistics.
 
@@ -132,6 +137,7 @@ def evaluate(
         seed: env seed; default ``cfg.run.seed + 10_000`` (disjoint from training seeds).
         deterministic: act with the distribution's mode (default) instead of sampling.
         on_episode: called with ``(return, length)`` as each episode ends. Default None.
+        on_step: called with the env steps so far after every vector step. Default None.
     """
     num_envs = max(1, min(episodes, cfg.env.num_envs, 16))
     seed = cfg.run.seed + 10_000 if seed is None else seed
@@ -139,7 +145,8 @@ def evaluate(
     try:
         if env_state:
             env.load_state_dict(env_state)
-        return run_episodes(env, policy, episodes, device, deterministic, on_episode=on_episode)
+        return run_episodes(env, policy, episodes, device, deterministic, on_episode=on_episode,
+                            on_step=on_step)
     finally:
         env.close()
 

@@ -46,7 +46,7 @@ def fake_returns(monkeypatch, means: list[float]) -> list[int]:
     equal to the returns); returns the list of steps at which they ran."""
     calls: list[int] = []
 
-    def evaluate(policy, cfg, episodes, device, env_state, on_episode=None):
+    def evaluate(policy, cfg, episodes, device, env_state, on_episode=None, on_step=None):
         mean = means[len(calls)]
         calls.append(len(calls))
         returns = np.array([mean - 1.0, mean + 1.0])
@@ -134,11 +134,17 @@ def test_a_resumed_run_keeps_the_best_so_far_and_ignores_a_later_one(tmp_path, m
         assert Evaluator(cfg, tmp_path, torch.device("cpu"), None, resumed_at=160).best is None
 
 
-def test_evaluation_shows_progress_and_a_line_per_evaluation(tmp_path, capsys):
+def test_evaluation_shows_progress_and_a_line_per_evaluation(tmp_path, capsys, monkeypatch):
+    class EveryRedraw(eval_callback.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, mininterval=0, **kwargs)
+
+    monkeypatch.setattr(eval_callback, "tqdm", EveryRedraw)
     trainer.train(cartpole("run.eval_every=128", "run.eval_episodes=3"), tmp_path,
                   progress_bar=True, tensorboard=False)
     out, err = capsys.readouterr()
     assert "evaluating at 128 steps" in err and "3/3" in err and "final evaluation" in err
+    assert "env steps" in err  # shown while the episodes run
     line = [s for s in out.splitlines() if s.startswith("eval at 128 steps: return")]
     assert len(line) == 1 and "over 3 episodes" in line[0] and "new best" in line[0]
 
@@ -211,6 +217,7 @@ def test_cli_eval_every_then_eval_of_best_pt(tmp_path, capsys):
     out = capsys.readouterr().out
     run_dir = tmp_path / "r"
     assert out.count("is not a multiple of the batch") == 1
+    assert "final evaluation: 2 episodes\n" in out  # no bar (--no-progress): a line
     assert "training 288 steps (9 updates)" in out
     assert f"best model: {run_dir / BEST_NAME}" in out
     assert f"learning curve: {run_dir / CURVE_NAME}" in out
