@@ -83,6 +83,9 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="env seed (default: run seed + 10000)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device")
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    p.add_argument("--threads", default="auto", metavar="N",
+                   help="torch CPU threads, or 'auto': 1 for MLP policies on the CPU, torch's "
+                   "default for Atari and CUDA")
     p.add_argument("--video", type=Path, metavar="FILE",
                    help="also record one evaluation episode to FILE (.gif, or .mp4 with "
                    "imageio-ffmpeg); needs imageio, and pygame for classic control")
@@ -231,13 +234,30 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
+def _threads_option(value: str) -> int | str:
+    """``--threads`` of ``eval``: ``'auto'`` or an integer >= 1."""
+    if value == "auto":
+        return value
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"--threads must be 'auto' or an integer >= 1, got {value!r}")
+    return threads
+
+
 def eval_main(argv: list[str]) -> int:
     from agents.checkpoint import load_checkpoint
     from agents.config import config_from_dict
     from agents.eval_callback import BEST_NAME
     from agents.evaluate import check_video_writer, evaluate, make_env_from_config, record_video
+    import torch
+
     from agents.policies import make_policy
+    from agents.threads import resolve_threads
     from agents.trainer import resolve_device
+    from envs.registry import resolve_kind
 
     args = _eval_parser().parse_args(argv)
     if args.episodes < 1:
@@ -252,6 +272,9 @@ def eval_main(argv: list[str]) -> int:
     ckpt = load_checkpoint(path)
     cfg = config_from_dict(ckpt["config"])
     device = resolve_device(args.device)
+    threads = resolve_threads(_threads_option(args.threads), device,
+                              resolve_kind(cfg.env.env_id, "auto"))
+    torch.set_num_threads(threads)
     probe = make_env_from_config(cfg, num_envs=1, training=False)
     policy = make_policy(probe.observation_space, probe.action_space, cfg.policy).to(device)
     probe.close()

@@ -214,3 +214,13 @@ def test_compare_runs_and_reports(tmp_path, capsys):
     summary = (out / "summary.md").read_text()
     assert "python train.py compare --env CartPole-v1 --algos a2c sb3-a2c" in summary
     assert "| a2c | 1 |" in summary and "| sb3-a2c | 1 |" in summary
+
+
+def test_eval_threads(cartpole_run, capsys):
+    import torch
+
+    assert train.main(["eval", "--checkpoint", str(cartpole_run), "--threads", "0"]) == 2
+    assert "--threads must be 'auto' or an integer >= 1, got '0'" in capsys.readouterr().err
+    args = ["eval", "--checkpoint", str(cartpole_run), "--episodes", "1"]
+    assert train.main([*args, "--threads", "2"]) == 0 and torch.get_num_threads() == 2
+    assert train.main(args) == 0 and torch.get_num_threads() == 1  # auto: an MLP on the CPU
