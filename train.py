@@ -60,8 +60,8 @@ def _train_parser() -> argparse.ArgumentParser:
                    help="deterministic episodes per evaluation, 0: none "
                    "(config: run.eval_episodes; default 10)")
     p.add_argument("--threads", metavar="N",
-                   help="torch CPU threads, or 'auto': 1 for MLP policies on the CPU, torch's "
-                   "default for Atari and CUDA (config: run.threads; default auto)")
+                   help="torch CPU threads, or 'auto': 1 on the CPU, torch's default on CUDA "
+                   "(config: run.threads; default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files")
     return p
@@ -84,8 +84,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device")
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     p.add_argument("--threads", default="auto", metavar="N",
-                   help="torch CPU threads, or 'auto': 1 for MLP policies on the CPU, torch's "
-                   "default for Atari and CUDA")
+                   help="torch CPU threads, or 'auto': 1 on the CPU, torch's default on CUDA")
     p.add_argument("--video", type=Path, metavar="FILE",
                    help="also record one evaluation episode to FILE (.gif, or .mp4 with "
                    "imageio-ffmpeg); needs imageio, and pygame for classic control")

@@ -256,8 +256,8 @@ class RunConfig:
     """Log metrics every this many updates."""
     threads: int | Literal["auto"] = field(default="auto", metadata=_check(
         lambda v: v == "auto" or v >= 1, "'auto' or an integer >= 1"))
-    """torch's CPU threads for the run; ``'auto'`` (the default): 1 for MLP policies on the CPU,
-    torch's default (one per core) for Atari's convolutions and on CUDA (``agents.threads``)."""
+    """torch's CPU threads for the run; ``'auto'`` (the default): 1 on the CPU, torch's default
+    (one per core) on CUDA (measured: ``agents.threads``)."""
     rollout_threads: int | None = field(default=None, metadata=_at_least(1))
     """torch intra-op threads while collecting rollouts, restored for the update; None (the
     default) leaves torch's setting. 1 suits small MLPs on the CPU: a forward of a few rows

@@ -1,15 +1,19 @@
 """How many CPU threads torch uses in a run (``run.threads``, ``train.py --threads``).
 
-``"auto"`` (the default) picks by device and network, from side-by-side timings on a 2-core
-machine (docs/benchmarks.md, "CPU threads"):
+``"auto"`` (the default) is 1 thread on the CPU and torch's default (one per core) on CUDA,
+chosen from side-by-side timings on the project's 2-core machine (docs/benchmarks.md, "CPU
+threads", ``python -m benchmarks.threads``):
 
-- CPU, MLP policies (classic control, MuJoCo): 1 thread. Their products are a few rows by 64
-  columns: extra threads add synchronisation, not speed, and on a machine where other work
-  runs a second spinning OpenMP thread made a default CartPole run 10x slower (186 s instead
-  of 17 s).
-- CPU, convolutional policies (Atari): torch's default (one per core): the convolutions of an
-  update are large enough to share.
-- CUDA: torch's default; the networks run on the GPU, the CPU threads serve the envs.
+- With other work on the machine, a second thread made every model slower, the more the
+  smaller its products: CartPole's MLP ran 80x slower with 2 threads than with 1,
+  HalfCheetah's 3x, Pong's CNN 2.3x (OpenMP's threads wait for each other at every operation,
+  and a loaded machine seldom runs both at once).
+- On the idle machine, 2 threads gained 1.16x for HalfCheetah (docs/benchmarks.md, "Training
+  throughput"): the price of 1 thread when nothing else runs is small, the price of 2 when
+  something does is large.
+- The choice must not depend on the machine's load at start: a convolution's gradients differ
+  in their last bits between 1 and 2 threads, so seeded runs and exact resumes need a fixed count.
+- CUDA: the networks run on the GPU; torch's default is kept (not measured here).
 """
 
 from __future__ import annotations
@@ -25,10 +29,8 @@ _TORCH_DEFAULT = torch.get_num_threads()  # before anyone changed it
 
 def auto_threads(device: torch.device, env_kind: str) -> int:
     """The ``"auto"`` thread count for a run on ``device`` of an ``env_kind`` env
-    (``"atari"``, ``"mujoco"`` or ``"gym"``)."""
-    if device.type == "cpu" and env_kind != "atari":
-        return 1
-    return _TORCH_DEFAULT
+    (``"atari"``, ``"mujoco"`` or ``"gym"``; all get the same count today)."""
+    return 1 if device.type == "cpu" else _TORCH_DEFAULT
 
 
 def resolve_threads(setting: ThreadsSetting, device: torch.device, env_kind: str) -> int:

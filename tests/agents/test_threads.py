@@ -18,11 +18,10 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_auto_is_one_thread_for_mlps_on_the_cpu_and_torch_default_otherwise():
+def test_auto_is_one_thread_on_the_cpu_and_torch_default_on_cuda():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert auto_threads(cpu, "gym") == 1 and auto_threads(cpu, "mujoco") == 1
-    assert auto_threads(cpu, "atari") == threads._TORCH_DEFAULT
-    assert auto_threads(cuda, "gym") == threads._TORCH_DEFAULT
+    assert [auto_threads(cpu, kind) for kind in ("gym", "mujoco", "atari")] == [1, 1, 1]
+    assert auto_threads(cuda, "atari") == auto_threads(cuda, "gym") == threads._TORCH_DEFAULT
 
 
 def test_resolve_threads():
