@@ -219,6 +219,8 @@ def train_main(argv: list[str]) -> int:
     if summary["interrupted"]:
         print(f"interrupted: checkpoint saved in {run_dir}; continue with "
               f"`python train.py --resume {run_dir}`")
+        if "learning_curve" in summary:
+            print(f"learning curve so far: {run_dir / summary['learning_curve']}")
         return 130
     print(f"done: {summary['timesteps']} steps in {summary['wall_seconds']:.0f} s "
           f"({summary['fps']:.0f} steps/s)")
