@@ -256,6 +256,10 @@ def train(
 ) -> dict[str, Any]:
     """Train the agent ``cfg`` describes, writing everything into ``run_dir``.
 
+    Evaluations (every ``run.eval_every`` steps and at the end, ``run.eval_episodes`` episodes
+    each, ``agents.eval_callback``) are not counted in ``wall_seconds`` or fps. torch uses
+    ``run.threads`` CPU threads during the call (``agents.threads``; restored after it).
+
     Args:
         cfg: the resolved configuration.
         run_dir: the run directory (created if needed).
@@ -266,9 +270,6 @@ def train(
             warning. Default False.
         progress_bar: show a tqdm bar with fps and the recent return. Default True.
         tensorboard: write TensorBoard event files. Default True.
-            Evaluations (every ``run.eval_every`` steps and at the end, ``run.eval_episodes``
-            each) are not counted in ``wall_seconds`` or fps; torch uses ``run.threads``
-            CPU threads during the call (restored after it).
         dist: this process's place in a multi-process run (``agents.distributed.setup``):
             it runs ``env.num_envs / world_size`` envs, gradients and curvature statistics are
             averaged over ranks, and only rank 0 writes logs, ``checkpoint.pt``, the
