@@ -231,3 +231,12 @@ def test_cli_eval_every_then_eval_of_best_pt(tmp_path, capsys):
         assert f"evaluation return {best['eval']['mean_reward']:.2f} when it was kept" in out
     assert train.main(["eval", "--checkpoint", str(run_dir / BEST_NAME), "--best"]) == 2
     assert "--best needs a run directory" in capsys.readouterr().err
+
+
+def test_eval_every_needs_episodes_and_accepts_suffixes():
+    from agents.config import ConfigError
+
+    assert cartpole("run.eval_every=50k").run.eval_every == 50_000
+    with pytest.raises(ConfigError, match="run.eval_every: evaluating every 100 steps needs "
+                                          "run.eval_episodes >= 1"):
+        cartpole("run.eval_every=100", "run.eval_episodes=0")
