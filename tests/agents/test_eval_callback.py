@@ -85,6 +85,7 @@ def test_evaluations_go_to_progress_csv_and_best_pt_keeps_the_first_best(tmp_pat
     assert summary["final_return_mean"] == 3.0 and summary["best_model"] == BEST_NAME
 
 
+@pytest.mark.medium
 def test_best_pt_is_the_policy_at_its_step(tmp_path, monkeypatch):
     fake_returns(monkeypatch, [5.0, 1.0, 1.0, 1.0, 1.0])  # best at the first evaluation (64)
     constant = "algo.lr_schedule=constant"  # so that the first updates do not depend on the length
@@ -95,6 +96,7 @@ def test_best_pt_is_the_policy_at_its_step(tmp_path, monkeypatch):
     assert all(torch.equal(best[k], at_64[k]) for k in at_64)
 
 
+@pytest.mark.medium
 def test_evaluating_does_not_change_the_run(tmp_path):
     run(cartpole("run.eval_every=32"), tmp_path / "eval")  # after every update
     run(cartpole(), tmp_path / "plain")
@@ -104,8 +106,9 @@ def test_evaluating_does_not_change_the_run(tmp_path):
     assert a["progress"]["recent_returns"] == b["progress"]["recent_returns"]
 
 
+@pytest.mark.medium
 def test_evaluation_time_is_not_training_time(tmp_path, monkeypatch):
-    real, pause = eval_callback.evaluate, 1.5
+    real, pause = eval_callback.evaluate, 0.5
 
     def slow(*args, **kwargs):
         time.sleep(pause)
@@ -170,6 +173,7 @@ def test_tensorboard_tags_are_sb3_names(tmp_path):
     assert all(e.value < 0 for e in acc.Scalars("train/entropy_loss"))
 
 
+@pytest.mark.medium
 def test_learning_curve_png_is_written_and_rewritten_after_a_resume(tmp_path, monkeypatch):
     cfg = cartpole("run.eval_every=64", updates=6)
     calls = {"n": 0}

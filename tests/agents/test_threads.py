@@ -43,11 +43,10 @@ def test_config_key_and_its_errors():
 def test_a_run_trains_with_its_threads_and_restores_the_callers(tmp_path, monkeypatch, setting,
                                                                   expected):
     seen: list[int] = []
-    real = trainer.update
 
-    def update(*args, **kwargs):
+    def update(*args, **kwargs):  # no work: two threads on a busy machine are slow (see module)
         seen.append(torch.get_num_threads())
-        return real(*args, **kwargs)
+        return {}
 
     monkeypatch.setattr(trainer, "update", update)
     torch.set_num_threads(3)
