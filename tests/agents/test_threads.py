@@ -39,7 +39,9 @@ def test_config_key_and_its_errors():
         load_config(CONFIGS / "classic.yaml", ["run.threads=0"])
 
 
-@pytest.mark.parametrize("setting, expected", [("2", 2), ("auto", 1)])
+# Two threads: seconds on a busy machine, where every operation waits for both (see the module).
+@pytest.mark.parametrize("setting, expected", [pytest.param("2", 2, marks=pytest.mark.medium),
+                                               ("auto", 1)])
 def test_a_run_trains_with_its_threads_and_restores_the_callers(tmp_path, monkeypatch, setting,
                                                                   expected):
     seen: list[int] = []
