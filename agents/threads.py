@@ -5,9 +5,9 @@ chosen from side-by-side timings on the project's 2-core machine (docs/benchmark
 threads", ``python -m benchmarks.threads``):
 
 - With other work on the machine, a second thread made every model slower, the more the
-  smaller its products: CartPole's MLP ran 80x slower with 2 threads than with 1,
-  HalfCheetah's 3x, Pong's CNN 2.3x (OpenMP's threads wait for each other at every operation,
-  and a loaded machine seldom runs both at once).
+  smaller its products (medians of 3 interleaved rounds, load average 9-20): CartPole's MLP
+  ran 33x slower with 2 threads than with 1, HalfCheetah's 7.7x, Pong's CNN 2.9x (OpenMP's
+  threads wait for each other at every operation, and a loaded machine seldom runs both).
 - On the idle machine, 2 threads gained 1.16x for HalfCheetah (docs/benchmarks.md, "Training
   throughput"): the price of 1 thread when nothing else runs is small, the price of 2 when
   something does is large.
