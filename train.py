@@ -6,6 +6,8 @@
     python train.py --resume runs/CartPole-v1_acktr_s0_...
     python train.py eval --checkpoint runs/.../checkpoint.pt --episodes 10
     python train.py eval --checkpoint runs/... --video cartpole.gif
+    python train.py --env HalfCheetah-v5 --eval-every 50k       # best model in RUN_DIR/best.pt
+    python train.py eval --checkpoint runs/.../best.pt
     python train.py compare --env HalfCheetah-v5 --algos acktr a2c sb3-a2c trpo --seeds 3 \\
         --timesteps 1M --out results/halfcheetah --jobs 4
 """
@@ -52,6 +54,17 @@ def _train_parser() -> argparse.ArgumentParser:
                    "Works after a kill -9 at any moment: it loses at most one checkpoint "
                    "interval (run.checkpoint_seconds, default 600, and run.checkpoint_every); "
                    "a run killed before its first checkpoint starts over")
+    p.add_argument("--eval-every", metavar="STEPS",
+                   help="also evaluate every STEPS env steps during training, e.g. 50k, on "
+                   "separate envs with the run's normalization statistics; results under eval/ "
+                   "in TensorBoard and progress.csv, best model in RUN_DIR/best.pt "
+                   "(config: run.eval_every; default 0: only at the end)")
+    p.add_argument("--eval-episodes", type=int, metavar="N",
+                   help="deterministic episodes per evaluation, 0: none "
+                   "(config: run.eval_episodes; default 10)")
+    p.add_argument("--threads", metavar="N",
+                   help="torch CPU threads, or 'auto': 1 on the CPU, torch's default on CUDA "
+                   "(config: run.threads; default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files")
     return p
@@ -65,11 +78,16 @@ def _eval_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--checkpoint", type=Path, required=True,
-                   help="checkpoint file or run directory")
+                   help="checkpoint file (checkpoint.pt, or best.pt: the best evaluated model) "
+                   "or run directory (its checkpoint.pt)")
+    p.add_argument("--best", action="store_true",
+                   help="with a run directory: its best.pt instead of its checkpoint.pt")
     p.add_argument("--episodes", type=int, default=10, help="number of full episodes")
     p.add_argument("--seed", type=int, default=None, help="env seed (default: run seed + 10000)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device")
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    p.add_argument("--threads", default="auto", metavar="N",
+                   help="torch CPU threads, or 'auto': 1 on the CPU, torch's default on CUDA")
     p.add_argument("--video", type=Path, metavar="FILE",
                    help="also record one evaluation episode to FILE (.gif, or .mp4 with "
                    "imageio-ffmpeg); needs imageio, and pygame for classic control")
@@ -144,6 +162,9 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         ("env.num_envs", args.num_envs),
         ("run.device", args.device),
         ("run.logdir", args.logdir),
+        ("run.eval_every", args.eval_every),
+        ("run.eval_episodes", args.eval_episodes),
+        ("run.threads", args.threads),
     ]
     return [f"{k}={v}" for k, v in pairs if v is not None]
 
@@ -215,30 +236,64 @@ def train_main(argv: list[str]) -> int:
     if summary["interrupted"]:
         print(f"interrupted: checkpoint saved in {run_dir}; continue with "
               f"`python train.py --resume {run_dir}`")
+        if "learning_curve" in summary:
+            print(f"learning curve so far: {run_dir / summary['learning_curve']}")
         return 130
     print(f"done: {summary['timesteps']} steps in {summary['wall_seconds']:.0f} s "
           f"({summary['fps']:.0f} steps/s)")
     if "final_return_mean" in summary:
         print(f"evaluation over {summary['eval_episodes']} episodes: "
               f"{summary['final_return_mean']:.1f} +- {summary['final_return_std']:.1f}")
+        print(f"best model: {run_dir / summary['best_model']} (evaluation return "
+              f"{summary['best_return_mean']:.1f} at step {summary['best_timesteps']}); "
+              f"`python train.py eval --checkpoint {run_dir / summary['best_model']}`")
+    if "learning_curve" in summary:
+        print(f"learning curve: {run_dir / summary['learning_curve']}")
     return 0
 
 
+def _threads_option(value: str) -> int | str:
+    """``--threads`` of ``eval``: ``'auto'`` or an integer >= 1."""
+    if value == "auto":
+        return value
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"--threads must be 'auto' or an integer >= 1, got {value!r}")
+    return threads
+
+
 def eval_main(argv: list[str]) -> int:
+    import torch
+
     from agents.checkpoint import checkpoint_config, checkpoint_file, load_checkpoint, load_into
+    from agents.errors import BadInputError
+    from agents.eval_callback import BEST_NAME
     from agents.evaluate import check_video_writer, evaluate, make_env_from_config, record_video
     from agents.policies import make_policy
+    from agents.threads import resolve_threads
     from agents.trainer import resolve_device
+    from envs.registry import resolve_kind
 
     args = _eval_parser().parse_args(argv)
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     if args.video is not None:
         check_video_writer(args.video)
-    path = checkpoint_file(args.checkpoint)
+    path = args.checkpoint
+    if args.best:
+        if not path.is_dir():
+            raise BadInputError(f"--best needs a run directory, got the file {path}")
+        path = path / BEST_NAME
+    path = checkpoint_file(path)
     ckpt = load_checkpoint(path)
     cfg = checkpoint_config(ckpt, path)
     device = resolve_device(args.device)
+    threads = resolve_threads(_threads_option(args.threads), device,
+                              resolve_kind(cfg.env.env_id, "auto"))
+    torch.set_num_threads(threads)
     probe = make_env_from_config(cfg, num_envs=1, training=False)
     try:
         policy = make_policy(probe.observation_space, probe.action_space, cfg.policy).to(device)
@@ -251,6 +306,9 @@ def eval_main(argv: list[str]) -> int:
     print(f"{cfg.env.env_id} ({cfg.algo.algo}, {ckpt['progress']['timesteps']} training steps): "
           f"return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes, "
           f"mean length {lengths.mean():.0f}")
+    if "eval" in ckpt:
+        print(f"(the best model of its run: evaluation return {ckpt['eval']['mean_reward']:.2f} "
+              "when it was kept)")
     if args.video is not None:
         ret, length = record_video(policy, cfg, args.video, device, ckpt["env"], args.seed,
                                    deterministic=not args.stochastic)

@@ -266,7 +266,7 @@ def train_ours(spec: RunSpec, run_dir: Path, on_point: PointFn,
     base = our_config(spec)
     updates = segment_updates(spec.grid, base.batch_size)
     # The run ends at the last evaluation point: a linear lr decays over exactly these updates.
-    cfg = our_config(spec, extra=["run.checkpoint_every=0",
+    cfg = our_config(spec, extra=["run.checkpoint_every=0", f"run.threads={spec.threads}",
                                   f"run.total_timesteps={updates[-1] * base.batch_size}"])
     device = resolve_device(cfg.run.device)
     train_dir = run_dir / "train"

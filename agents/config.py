@@ -255,9 +255,18 @@ class RunConfig:
     (0: not by time). Default 600: a kill loses at most about 10 minutes, whatever the env and
     the machine's speed. A checkpoint is also saved at the end and on Ctrl-C / SIGTERM."""
     eval_episodes: int = field(default=10, metadata=_at_least(0))
-    """Deterministic evaluation episodes at the end of training (0: none)."""
+    """Deterministic evaluation episodes, at the end of training and at every ``eval_every``
+    (0: no evaluation)."""
+    eval_every: int = _timesteps(0, **_at_least(0))
+    """Evaluate every this many env steps during training (at the first update boundary past
+    each multiple), log to ``eval/`` and keep the best model in ``best.pt``; accepts '50k'.
+    0 (the default): only at the end."""
     log_interval: int = field(default=10, metadata=_at_least(1))
     """Log metrics every this many updates."""
+    threads: int | Literal["auto"] = field(default="auto", metadata=_check(
+        lambda v: v == "auto" or v >= 1, "'auto' or an integer >= 1"))
+    """torch's CPU threads for the run; ``'auto'`` (the default): 1 on the CPU, torch's default
+    (one per core) on CUDA (measured: ``agents.threads``)."""
     rollout_threads: int | None = field(default=None, metadata=_at_least(1))
     """torch intra-op threads while collecting rollouts, restored for the update; None (the
     default) leaves torch's setting. 1 suits small MLPs on the CPU: a forward of a few rows
@@ -423,6 +432,11 @@ def validate_config(cfg: Config) -> None:
                 f"{name}.damping_scheme: 'eigen' damping needs {name}.inverse_method='eigen' "
                 f"(got {kfac.inverse_method!r}); use damping_scheme='tikhonov' with 'inverse'"
             )
+    if cfg.run.eval_every and not cfg.run.eval_episodes:
+        raise ConfigError(
+            f"run.eval_every: evaluating every {cfg.run.eval_every} steps needs "
+            "run.eval_episodes >= 1 (got 0); set both, or run.eval_every=0"
+        )
     if cfg.run.total_timesteps < cfg.batch_size:
         raise ConfigError(
             f"run.total_timesteps: invalid value {cfg.run.total_timesteps}; expected at least "

@@ -3,10 +3,12 @@ recording one evaluation episode as a video."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,10 @@ def make_env_from_config(
     )
 
 
+EpisodeFn = Callable[[float, int], None]
+"""``on_episode(return, length)``: called as an evaluation episode ends."""
+
+
 @torch.no_grad()
 def run_episodes(
     env: VecEnv,
@@ -73,11 +79,15 @@ def run_episodes(
     device: torch.device,
     deterministic: bool = True,
     max_steps: int = 1_000_000,
+    on_episode: EpisodeFn | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run ``episodes`` episodes on an evaluation env (``training=False``).
 
     Env ``i`` contributes its first ``ceil``/``floor`` share of the episodes, so short episodes
-    are not over-represented. Returns ``(returns, lengths)``.
+    are not over-represented. ``on_episode(return, length)`` (default None) is called as each
+    counted episode ends, and ``on_step(env_steps)`` (default None) after every vector step,
+    e.g. to show progress. Returns ``(returns, lengths)``.
     """
     n = env.num_envs
     wanted = np.array([episodes // n + (i < episodes % n) for i in range(n)])
@@ -85,7 +95,7 @@ def run_episodes(
     returns: list[float] = []
     lengths: list[int] = []
     obs = obs_to_tensor(env.reset(), device)
-    for _ in range(max_steps):
+    for step in range(max_steps):
         if (got >= wanted).all():
             break
         action = policy.act(obs, deterministic=deterministic)
@@ -97,6 +107,10 @@ def run_episodes(
                 returns.append(float(ret))
                 lengths.append(int(length))
                 got[i] += 1
+                if on_episode is not None:
+                    on_episode(float(ret), int(length))
+        if on_step is not None:
+            on_step((step + 1) * n)
         obs = obs_to_tensor(next_obs, device)
     return np.asarray(returns), np.asarray(lengths)
 
@@ -109,6 +123,8 @@ def evaluate(
     env_state: dict[str, Any] | None = None,
     seed: int | None = None,
     deterministic: bool = True,
+    on_episode: EpisodeFn | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Evaluate on fresh envs in evaluation mode, with the training normalization statistics.
 
@@ -120,6 +136,8 @@ def evaluate(
         env_state: the training env's ``state_dict()`` (observation normalization).
         seed: env seed; default ``cfg.run.seed + 10_000`` (disjoint from training seeds).
         deterministic: act with the distribution's mode (default) instead of sampling.
+        on_episode: called with ``(return, length)`` as each episode ends. Default None.
+        on_step: called with the env steps so far after every vector step. Default None.
     """
     num_envs = max(1, min(episodes, cfg.env.num_envs, 16))
     seed = cfg.run.seed + 10_000 if seed is None else seed
@@ -127,7 +145,8 @@ def evaluate(
     try:
         if env_state:
             env.load_state_dict(env_state)
-        return run_episodes(env, policy, episodes, device, deterministic)
+        return run_episodes(env, policy, episodes, device, deterministic, on_episode=on_episode,
+                            on_step=on_step)
     finally:
         env.close()
 
@@ -176,6 +195,24 @@ def _gl_backend_works(backend: str) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
+
+
+@contextlib.contextmanager
+def headless_display() -> Iterator[None]:
+    """Without a display (no ``DISPLAY`` nor ``WAYLAND_DISPLAY``), keep renderers from probing
+    for one: SDL (pygame, which classic-control envs render with) would try Wayland, whose
+    client library prints "error: XDG_RUNTIME_DIR is invalid or not set in the environment."
+    although off-screen rendering works. Sets ``SDL_VIDEODRIVER=dummy`` unless the user set it,
+    for the duration of the block. With a display this does nothing."""
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or (
+            "SDL_VIDEODRIVER" in os.environ):
+        yield
+        return
+    os.environ["SDL_VIDEODRIVER"] = "dummy"
+    try:
+        yield
+    finally:
+        os.environ.pop("SDL_VIDEODRIVER", None)
 
 
 def choose_mujoco_gl() -> str | None:
@@ -239,12 +276,26 @@ def record_video(
     if kind == "mujoco":
         choose_mujoco_gl()
     seed = cfg.run.seed + 10_000 if seed is None else seed
+    with headless_display():
+        total, length, frames, fps = _record_episode(policy, cfg, device, env_state, seed,
+                                                     deterministic, max_steps)
+    if kind == "atari":
+        fps = 60.0 / cfg.env.frame_skip
+    _write_video(path, frames, fps)
+    return total, length
+
+
+def _record_episode(
+    policy: nn.Module, cfg: Config, device: torch.device, env_state: dict[str, Any] | None,
+    seed: int, deterministic: bool, max_steps: int,
+) -> tuple[float, int, list[np.ndarray], float]:
+    """``(return, length, frames, the env's frame rate)`` of one episode (see record_video)."""
     env = make_env_from_config(cfg, num_envs=1, seed=seed, training=False,
                                render_mode="rgb_array")
     try:
         if env_state:
             env.load_state_dict(env_state)
-        fps = 60.0 / cfg.env.frame_skip if kind == "atari" else float(env.render_fps or 30)
+        fps = float(env.render_fps or 30)
         obs = obs_to_tensor(env.reset(), device)
         frames = [_render(env, cfg.env.env_id)]
         for _ in range(max_steps):
@@ -259,8 +310,7 @@ def record_video(
             total, length = float("nan"), max_steps
     finally:
         env.close()
-    _write_video(path, frames, fps)
-    return total, length
+    return total, length, frames, fps
 
 
 def _render(env: VecEnv, env_id: str) -> np.ndarray:

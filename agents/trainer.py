@@ -1,11 +1,14 @@
-"""The training loop: rollouts, updates, logging, checkpoints, final evaluation.
+"""The training loop: rollouts, updates, logging, checkpoints, evaluations.
 
-A run directory holds ``config.yaml`` (the resolved config), TensorBoard event files,
-``progress.csv``, ``checkpoint.pt`` (every ``run.checkpoint_every`` updates, every
-``run.checkpoint_seconds`` of wall-clock time, at the updates ``train(checkpoint_at=...)``
-names, at the end, on Ctrl-C / SIGTERM, and of the last completed update when an environment
-fails) and, at the end, ``summary.json``. Checkpoints are written atomically and hold no
-K-FAC eigenbasis that loading can recompute bit for bit (``acktr.KFAC.state_dict(compact=True)``).
+A run directory holds ``config.yaml`` (the resolved config), TensorBoard event files and
+``progress.csv`` (stable-baselines3's names, ``agents.run_log``), ``checkpoint.pt`` (every
+``run.checkpoint_every`` updates, every ``run.checkpoint_seconds`` of wall-clock time, at the
+updates ``train(checkpoint_at=...)`` names, at the end, on Ctrl-C / SIGTERM, and of the last
+completed update when an environment fails), ``best.pt`` (the best evaluated model,
+``agents.eval_callback``), ``learning_curve.png`` (``agents.plots``, rewritten at the end of
+every run or resumed run) and, at the end, ``summary.json`` (strict JSON). Checkpoints are
+written atomically and hold no K-FAC eigenbasis that loading can recompute bit for bit
+(``acktr.KFAC.state_dict(compact=True)``).
 
 Exact resume: a checkpoint taken between updates holds the model, the optimizers, the torch RNG
 streams, the counters, the observation the learner holds and a snapshot of the environments
@@ -17,8 +20,6 @@ have, on the same device (bit-exact on CPU). Env kinds that cannot be snapshot (
 
 from __future__ import annotations
 
-import csv
-import os
 import signal
 import sys
 import threading
@@ -57,15 +58,19 @@ from agents.distributed import (
     seed_rank,
     sync_module,
 )
-from agents.errors import BadInputError
-from agents.evaluate import evaluate, make_env_from_config
+from agents.eval_callback import Evaluator
+from agents.evaluate import make_env_from_config
 from agents.faults import LastGoodState, TrainingFault
-from agents.files import csv_number, ends_cleanly, read_csv, write_json
+from agents.files import write_json
+from agents.plots import try_learning_curve
 from agents.policies import make_policy
 from agents.rollout import collect_rollout, obs_to_tensor
+from agents.run_log import EVAL_COLUMNS, RunLogger, sb3_row
 from agents.storage import RolloutStorage
+from agents.threads import resolve_threads
 from agents.updates import make_optimizers, metrics_to_floats, update
 from envs import SnapshotUnsupported, VecEnv
+from envs.registry import resolve_kind
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,87 +112,6 @@ class Progress:
         self.wall_seconds, self.episodes = float(p["wall_seconds"]), int(p["episodes"])
         self.recent_returns.extend(p["recent_returns"])
         self.recent_lengths.extend(p["recent_lengths"])
-
-
-def read_progress_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """Header and rows of a run's ``progress.csv`` (empty: no header); a malformed one is a
-    BadInputError naming it and saying that moving it aside lets the run resume."""
-    if path.stat().st_size == 0 or b"\n" not in path.read_bytes()[:65536]:
-        return [], []  # empty, or a header cut short by a kill before its first row landed
-    try:
-        return read_csv(path, "progress log", required=("timesteps",))
-    except BadInputError as err:
-        raise BadInputError(f"{err} (the run's log; move it aside to resume without it)"
-                            ) from None
-
-
-class RunLogger:
-    """TensorBoard scalars and ``progress.csv`` rows (the CSV keeps its first row's columns).
-
-    Args:
-        run_dir: the run directory.
-        enabled_tensorboard: write TensorBoard event files. Default True.
-        resume_after: when resuming from the checkpoint of this many timesteps, drop what was
-            logged after it (CSV rows and TensorBoard events), so that a run that crashed after
-            its last checkpoint does not log those updates twice. Default None (a new run).
-    """
-
-    def __init__(
-        self, run_dir: Path, enabled_tensorboard: bool = True, resume_after: int | None = None
-    ) -> None:
-        self.csv_path = run_dir / "progress.csv"
-        self._fields: list[str] | None = None
-        if self.csv_path.exists():
-            header, rows = read_progress_csv(self.csv_path)
-            self._fields = header or None
-            if resume_after is not None:
-                self._drop_rows_after(rows, resume_after)
-        self.writer = None
-        if enabled_tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                purge = None if resume_after is None else resume_after + 1
-                self.writer = SummaryWriter(str(run_dir), purge_step=purge)
-            except ImportError:
-                warnings.warn(
-                    "tensorboard is not installed: no event files (pip install -e '.[rl]')",
-                    stacklevel=2,
-                )
-
-    def _drop_rows_after(self, rows: list[tuple[int, dict[str, str]]], timesteps: int) -> None:
-        kept = [r for line, r in rows
-                if csv_number(self.csv_path, line, r, "timesteps", int) <= timesteps]
-        if not kept:  # a run started over: the header is written again with the first row
-            self.csv_path.unlink()
-            self._fields = None
-            return
-        if len(kept) == len(rows) and ends_cleanly(self.csv_path):
-            return  # else: drop what was logged after the checkpoint, or a row cut short
-        tmp = self.csv_path.with_name(f".{self.csv_path.name}.tmp")
-        with tmp.open("w", newline="") as f:  # then renamed: a kill keeps the old or the new
-            w = csv.DictWriter(f, fieldnames=self._fields or [])
-            w.writeheader()
-            w.writerows(kept)
-        os.replace(tmp, self.csv_path)
-
-    def log(self, step: int, row: dict[str, float]) -> None:
-        if self.writer is not None:
-            for key, value in row.items():
-                if key not in ("update", "timesteps") and np.isfinite(value):
-                    self.writer.add_scalar(key, value, step)
-        new = self._fields is None
-        if new:
-            self._fields = list(row)
-        with self.csv_path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self._fields, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 class StopOnCtrlC:
@@ -328,6 +252,15 @@ def _env_fault(err: Exception, cfg: Config, progress: Progress, run_dir: Path,
             saved = f"saving a checkpoint of the last good state failed too ({save_err})"
     return TrainingFault(f"the environments failed {where}: {what}; {saved}. Continue with "
                          f"`python train.py --resume {run_dir}`")
+def _say_what_happens(cfg: Config, resumed_at: int | None) -> None:
+    """Where a resumed run continues, or how the step budget was rounded (once, on rank 0)."""
+    total = cfg.num_updates * cfg.batch_size
+    if resumed_at is not None:
+        print(f"resuming at step {resumed_at} of {total}", flush=True)
+    elif total != cfg.run.total_timesteps:
+        print(f"run.total_timesteps {cfg.run.total_timesteps} is not a multiple of the batch "
+              f"({cfg.batch_size} = env.num_envs x algo.num_steps): training {total} steps "
+              f"({cfg.num_updates} updates)", flush=True)
 
 
 def mean_or_nan(xs) -> float:
@@ -363,6 +296,10 @@ def train(
     checkpoint_at: Collection[int] = (),
 ) -> dict[str, Any]:
     """Train the agent ``cfg`` describes, writing everything into ``run_dir``.
+
+    Evaluations (every ``run.eval_every`` steps and at the end, ``run.eval_episodes`` episodes
+    each, ``agents.eval_callback``) are not counted in ``wall_seconds`` or fps. torch uses
+    ``run.threads`` CPU threads during the call (``agents.threads``; restored after it).
 
     Args:
         cfg: the resolved configuration.
@@ -401,6 +338,9 @@ def train(
     torch.manual_seed(cfg.run.seed)
     ckpt = _read_resume_checkpoint(run_dir, cfg, dist) if resume else None
     seed = dist.env_seed(cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(resolve_threads(cfg.run.threads, device,
+                                          resolve_kind(cfg.env.env_id, "auto")))
     env = make_env_from_config(cfg, num_envs=dist.local_envs(cfg), seed=seed, training=True)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -408,7 +348,10 @@ def train(
             return _train(cfg, run_dir, env, device, ckpt, progress_bar, tensorboard, dist,
                           after_update, frozenset(checkpoint_at), restart=resume and ckpt is None)
     finally:
-        _close_quietly(env)
+        try:
+            _close_quietly(env)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _read_resume_checkpoint(run_dir: Path, cfg: Config, dist: DistContext
@@ -474,7 +417,14 @@ def _train(
         cfg.algo.num_steps, env.num_envs, env.observation_space, env.action_space, device
     )
     logged_until = progress.timesteps if ckpt is not None or restart else None
-    logger = RunLogger(run_dir, tensorboard, logged_until) if dist.is_main else NullLogger()
+    resumed_at = None if ckpt is None else progress.timesteps
+    logger = NullLogger()
+    evaluator = None
+    if dist.is_main:
+        _say_what_happens(cfg, resumed_at)
+        eval_columns = EVAL_COLUMNS if cfg.run.eval_episodes else ()
+        logger = RunLogger(run_dir, tensorboard, logged_until, columns=eval_columns)
+        evaluator = Evaluator(cfg, run_dir, device, logger, progress_bar, resumed_at)
     bar = tqdm(
         total=cfg.num_updates * cfg.batch_size,
         initial=progress.timesteps,
@@ -532,12 +482,18 @@ def _train(
                 if progress.update % cfg.run.log_interval == 0 or (
                     progress.update == cfg.num_updates
                 ):
-                    logger.log(progress.timesteps, _log_row(progress, metrics_to_floats(metrics)))
+                    row = _log_row(progress, metrics_to_floats(metrics))
+                    logger.log(progress.timesteps, sb3_row(row))
                 due = schedule.due(progress.update, opts.compact_ready())
                 if dist.enabled and cfg.run.checkpoint_seconds:  # rank 0's clock decides
                     due = broadcast_object(due, dist)
                 if due:
                     checkpoint()
+                if evaluator is not None and evaluator.due(progress.timesteps):
+                    paused = time.perf_counter()
+                    evaluator.evaluate(progress, policy, env)
+                    start += time.perf_counter() - paused  # not training time
+                    bar.unpause()  # nor in the bar's rate
                 if after_update is not None:
                     paused = time.perf_counter()
                     after_update(progress, policy, env)
@@ -568,18 +524,21 @@ def _train(
         summary["world_size"] = dist.world_size
     if not dist.is_main:
         return summary
-    if not interrupted and cfg.run.eval_episodes > 0:
-        returns, lengths = evaluate(policy, cfg, cfg.run.eval_episodes, device, env.state_dict())
+    if not interrupted and evaluator is not None and cfg.run.eval_episodes > 0:
+        final = evaluator.evaluate(progress, policy, env, final=True)
         summary.update(
-            final_return_mean=float(returns.mean()),
-            final_return_std=float(returns.std()),
-            final_length_mean=float(lengths.mean()),
-            eval_episodes=int(len(returns)),
+            final_return_mean=final.mean_reward,
+            final_return_std=final.std_reward,
+            final_length_mean=final.mean_ep_length,
+            eval_episodes=final.episodes,
+            best_return_mean=evaluator.best.mean_reward,
+            best_timesteps=evaluator.best.timesteps,
+            best_model=evaluator.best_path.name,
         )
-        if logger.writer is not None:
-            logger.writer.add_scalar("eval/return_mean", summary["final_return_mean"],
-                                     progress.timesteps)
     logger.close()
+    curve = try_learning_curve(run_dir, f"{cfg.env.env_id} {cfg.algo.algo} seed {cfg.run.seed}")
+    if curve is not None:
+        summary["learning_curve"] = curve.name
     if not interrupted:
         write_json(run_dir / "summary.json", summary)  # strict JSON: NaN -> null
     return summary

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CLOCK_COLUMNS = ("wall_seconds", "fps")
+CLOCK_COLUMNS = ("wall_seconds", "fps", "time/time_elapsed", "time/fps")
 
 
 @dataclass
@@ -127,7 +127,7 @@ def last_logged_update(run_dir: Path) -> int:
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             try:
-                last = int(float(row["update"]))
+                last = int(float(row.get("time/iterations") or row["update"]))
             except (KeyError, TypeError, ValueError):
                 break  # a row cut short by the kill
     return last

@@ -1,4 +1,5 @@
-"""Plot training curves (mean return of the last 100 episodes vs timesteps) of run directories.
+"""Plot training curves (mean return of the last 100 episodes vs timesteps) of run directories,
+written with the current column names or the ones before (``agents.run_log.read_progress``).
 
     python -m benchmarks.plot_runs runs/a runs/b ... --out docs/img/curve.png --title "..."
 """
@@ -6,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -15,18 +15,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from agents.run_log import TRAIN_RETURN, column, read_progress  # noqa: E402
 
-def main() -> None:
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="run directories (with progress.csv)")
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
     p.add_argument("--title", default="", help="figure title")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     fig, ax = plt.subplots(figsize=(7, 4))
     for run in args.runs:
-        rows = list(csv.DictReader((run / "progress.csv").open()))
-        x = [int(r["timesteps"]) for r in rows]
-        y = [float(r["return_mean"]) for r in rows]
+        x, y = column(read_progress(run), TRAIN_RETURN)
         label = run.name
         summary = run / "summary.json"
         if summary.exists():
@@ -42,6 +42,7 @@ def main() -> None:
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=100)
+    plt.close(fig)
     print(f"wrote {args.out}")
 
 

@@ -337,7 +337,7 @@ RESUME_CASES = [
         "progress.csv", "update,timesteps,fps\n1,16,3.0\n2,abc,3.0\n")),
         "line 3, column 'timesteps': 'abc' is not a whole number"),
     Case("resume-progress-csv-foreign", _resume(_write("progress.csv", "a,b\n1,2\n")),
-         "missing column(s) timesteps"),
+         "not a progress log: no time/total_timesteps"),
 ]
 """``--resume RUN_DIR``: the folder, its ``config.yaml``, ``checkpoint.pt``, ``progress.csv``."""
 

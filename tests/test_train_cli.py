@@ -79,6 +79,39 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
     monkeypatch.undo()
     assert train.main(["--resume", str(tmp_path / "r"), "--no-progress",
                        "--no-tensorboard"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming at step 16 of 64\n" in out  # batch 2 x 8, stopped after the first update
+    assert "not a multiple of the batch" not in out
+
+
+def test_timesteps_rounded_to_the_batch_is_said_once(tmp_path, capsys):
+    argv = [*TINY, "--timesteps", "70", "--logdir", str(tmp_path), "--run-name", "r"]
+    assert train.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("run.total_timesteps 70 is not a multiple of the batch (16 = env.num_envs "
+                     "x algo.num_steps): training 64 steps (4 updates)") == 1
+    assert "done: 64 steps" in out
+
+
+def test_cartpole_video_has_no_xdg_runtime_dir_noise(cartpole_run, tmp_path):
+    """pygame's SDL probes Wayland without a display; libwayland then prints an XDG_RUNTIME_DIR
+    error to the process's stderr (C level, so in a child process to capture it)."""
+    pytest.importorskip("imageio")
+    pytest.importorskip("pygame", reason="CartPole renders with pygame")
+    import os
+    import subprocess
+    import sys
+
+    gif = tmp_path / "cartpole.gif"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "SDL_VIDEODRIVER")}
+    done = subprocess.run(
+        [sys.executable, str(Path(train.__file__)), "eval", "--checkpoint", str(cartpole_run),
+         "--episodes", "1", "--video", str(gif)], env=env, capture_output=True, text=True,
+        timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "XDG_RUNTIME_DIR" not in done.stderr + done.stdout
+    assert gif.stat().st_size > 0
 
 
 def test_video_needs_a_gif_or_mp4_file(cartpole_run, tmp_path, capsys):
@@ -181,3 +214,13 @@ def test_compare_runs_and_reports(tmp_path, capsys):
     summary = (out / "summary.md").read_text()
     assert "python train.py compare --env CartPole-v1 --algos a2c sb3-a2c" in summary
     assert "| a2c | 1 |" in summary and "| sb3-a2c | 1 |" in summary
+
+
+def test_eval_threads(cartpole_run, capsys):
+    import torch
+
+    assert train.main(["eval", "--checkpoint", str(cartpole_run), "--threads", "0"]) == 2
+    assert "--threads must be 'auto' or an integer >= 1, got '0'" in capsys.readouterr().err
+    args = ["eval", "--checkpoint", str(cartpole_run), "--episodes", "1"]
+    assert train.main([*args, "--threads", "2"]) == 0 and torch.get_num_threads() == 2
+    assert train.main(args) == 0 and torch.get_num_threads() == 1  # auto: an MLP on the CPU

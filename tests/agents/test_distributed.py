@@ -59,7 +59,7 @@ def _rows(run_dir: Path) -> list[dict]:
     with (run_dir / "progress.csv").open() as f:
         rows = list(csv.DictReader(f))
     for r in rows:
-        r.pop("wall_seconds"), r.pop("fps")
+        r.pop("time/time_elapsed"), r.pop("time/fps")
     return rows
 
 
@@ -82,14 +82,14 @@ def test_torchrun_cartpole_writes_one_run_dir_and_resumes(tmp_path):
     assert ckpt["progress"]["timesteps"] == 320  # the sum over ranks: 2 x (2 envs x 8 steps)
     mine = torch.load(rank_checkpoint_path(run_dir, 1), weights_only=True)
     assert mine["progress"]["update"] == 10 and mine["env_snapshot"] is not None
-    assert [int(r["update"]) for r in _rows(run_dir)] == list(range(1, 11))
+    assert [int(r["time/iterations"]) for r in _rows(run_dir)] == list(range(1, 11))
 
     resumed = _torchrun(["--resume", str(run_dir), "--timesteps", "480", "--no-progress"],
                         tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" not in resumed.stderr  # both ranks restored their env snapshots
     rows = _rows(run_dir)
-    assert [int(r["update"]) for r in rows] == list(range(1, 16))
+    assert [int(r["time/iterations"]) for r in rows] == list(range(1, 16))
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["progress"]["update"] == 15
 
 
