@@ -31,6 +31,7 @@ from agents.sb3.policies import (
 from agents.updates import UpdateSettings, joint_step, make_kfac, metrics_to_floats, separate_step
 
 SelfACKTR = TypeVar("SelfACKTR", bound="ACKTR")
+MIN_LR = 1e-8  # K-FAC's step size must be positive; schedules that reach 0 stop here
 
 # K-FAC settings that are constructor arguments of their own; the others go in kfac_kwargs.
 _TOP_LEVEL_KFAC = ("kl_clip", "damping", "momentum", "stat_decay", "inverse_every",
@@ -85,8 +86,9 @@ class ACKTR(OnPolicyAlgorithm):
     :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
     :param env: The environment to learn from (if registered in Gym, can be str)
     :param learning_rate: K-FAC's step size (the paper's eta_max), default 0.25; it can be a
-        function of the current progress remaining (from 1 to 0). With ``target_kl`` it is the
-        initial step size, then adapted (a schedule is then an error)
+        function of the current progress remaining (from 1 to 0). With ``target_kl`` its value
+        at the start is the initial step size, which is then adapted (a schedule's later values
+        are not used)
     :param n_steps: The number of steps to run for each environment per update, default 20
     :param gamma: Discount factor, default 0.99
     :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage
@@ -189,9 +191,6 @@ class ACKTR(OnPolicyAlgorithm):
         for key in sorted(set(policy_kwargs or {}) & set(_UNSUPPORTED_POLICY_KWARGS)):
             raise ValueError(f"ACKTR: policy_kwargs {key!r} is not supported: "
                              f"{_UNSUPPORTED_POLICY_KWARGS[key]}")
-        if target_kl is not None and callable(learning_rate):
-            raise ValueError("ACKTR: target_kl adapts the step size, so learning_rate must be a "
-                             f"number (the initial step size), got the schedule {learning_rate!r}")
         if target_kl is not None and not separate_critic:
             raise ValueError("ACKTR: target_kl (the KL-adaptive step size) belongs to the "
                              "separate recipe; pass separate_critic=True or target_kl=None")
@@ -245,7 +244,8 @@ class ACKTR(OnPolicyAlgorithm):
     def _setup_model(self) -> None:
         super()._setup_model()
         policy = self.policy
-        main_lr = float(self.lr_schedule(1.0))
+        # rl-zoo3's enjoy loads models with a learning rate of 0 (K-FAC needs lr > 0)
+        main_lr = max(float(self.lr_schedule(1.0)), MIN_LR)
         main_cfg = kfac_config(KFACConfig(), main_lr, self.kfac_kwargs, "kfac_kwargs")
         if self.separate_critic:
             self._actor, self._critic = actor_and_critic(policy)  # type: ignore[arg-type]
@@ -274,7 +274,7 @@ class ACKTR(OnPolicyAlgorithm):
         if self.target_kl is None:
             lr = self.lr_schedule(self._current_progress_remaining)
             # a linear schedule reaches 0 at the last update; K-FAC needs lr > 0
-            self.policy.optimizer.param_groups[0]["lr"] = max(float(lr), 1e-8)
+            self.policy.optimizer.param_groups[0]["lr"] = max(float(lr), MIN_LR)
 
     def train(self) -> None:
         """One ACKTR update from the whole rollout buffer (:mod:`agents.updates`)."""
@@ -320,7 +320,7 @@ class ACKTR(OnPolicyAlgorithm):
             for key in ("lr", "approx_kl", "trust_scale"):
                 record(f"train/critic_{key}", m[f"critic_opt/{key}"])
         if self.policy.log_std_layer is not None:
-            record("train/std", float(torch.exp(self.policy.log_std).mean()))
+            record("train/std", float(torch.exp(self.policy.log_std.detach()).mean()))
 
     def learn(
         self: SelfACKTR,
