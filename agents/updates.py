@@ -4,6 +4,11 @@
 ACKTR and A2C share the loss (policy gradient, entropy bonus, value regression) and differ only
 in the optimizer: K-FAC with the trust region (ACKTR, Wu et al. 2017) or RMSprop (A2C).
 
+The math is in two functions that take plain tensors and callables, :func:`joint_step` (one
+optimizer over the whole network) and :func:`separate_step` (policy K-FAC with the KL-adaptive
+step size, critic fitted by its own K-FAC): our trainer calls them through :func:`update`, the
+stable-baselines3 algorithm ``agents.sb3.ACKTR`` directly, so there is one ACKTR update.
+
 Fisher pass of ACKTR (REFERENCE section 2): the policy's Fisher metric from actions *sampled
 from the policy* (``-mean log pi(a~|s)``) and the critic's Gauss-Newton metric as the Fisher of
 ``N(V(s), 1)`` with a sampled target (``acktr.fisher_loss(values, "gaussian")``). With a shared
