@@ -58,3 +58,21 @@ def test_every_zoo_entry_is_a_valid_acktr_configuration():
     assert entries["Hopper-v5"] == mujoco
     atari = entries["atari"]
     assert atari["kl_clip"] == 0.001 and atari["n_steps"] == 20 and atari["n_envs"] == 32
+
+
+def test_optuna_sampler_gives_an_acktr_configuration():
+    import optuna
+    from stable_baselines3.common.envs import IdentityEnv
+
+    from agents.sb3 import ACKTR
+
+    zoo.register()
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_SAMPLER
+
+    trial = optuna.trial.FixedTrial({
+        "n_steps": 20, "one_minus_gamma": 0.01, "one_minus_gae_lambda": 0.05,
+        "learning_rate": 0.25, "kl_clip": 0.001, "damping": 0.01, "ent_coef": 0.01,
+        "max_grad_norm": 0.5, "net_arch": "small", "activation_fn": "tanh"})
+    params = HYPERPARAMS_SAMPLER["acktr"](trial, 2, 1, {})
+    model = ACKTR("MlpPolicy", IdentityEnv(2), device="cpu", **params)
+    assert model.gamma == pytest.approx(0.99) and model.kfac_kwargs["kl_clip"] == 0.001
