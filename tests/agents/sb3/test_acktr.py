@@ -192,8 +192,13 @@ def test_policy_kwargs_net_arch_activation_ortho_init_log_std_init():
         net_arch=dict(pi=[16], vf=[8, 8]), activation_fn="relu", ortho_init=False,
         log_std_init=-0.5))
     policy = model.policy
-    assert [m.out_features for m in policy.mlp_extractor.policy_net if hasattr(m, "out_features")] == [16]
-    assert [m.out_features for m in policy.mlp_extractor.value_net if hasattr(m, "out_features")] == [8, 8]
+
+    def widths(net):
+        return [m.out_features for m in net if isinstance(m, torch.nn.Linear)]
+
+    assert widths(policy.mlp_extractor.policy_net) == [16]
+    assert widths(policy.mlp_extractor.value_net) == [8, 8]
+    assert policy.ortho_init is False
     assert isinstance(policy.mlp_extractor.policy_net[1], torch.nn.ReLU)
     torch.testing.assert_close(policy.log_std.detach(), torch.full((1,), -0.5))
     shared = tiny(IdentityEnv(DIM), policy_kwargs=dict(net_arch=[32], activation_fn=torch.nn.ELU))
