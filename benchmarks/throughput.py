@@ -5,7 +5,7 @@
     python -m benchmarks.throughput --env HalfCheetah-v5 --algos acktr sb3-acktr sb3-a2c
 
 ``sb3-acktr`` is our ACKTR as a stable-baselines3 algorithm (``agents.sb3``) with
-``configs/zoo/acktr.yml``'s settings.
+``configs/zoo/acktr.yml``'s settings, run like the other baselines.
 
 Each algorithm is built once with its compare settings (our family config; rl-zoo3's
 hyperparameters for the baselines) and ``--num-envs`` training envs, then trained in short
@@ -34,8 +34,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from agents.baselines import load_baseline_spec, make_sb3_env, make_sb3_model, spec_from_entry
-from agents.compare import ALGOS, OUR_ALGOS, RunSpec, our_config
+from agents.baselines import (
+    BASELINE_ALGOS,
+    load_baseline_spec,
+    make_sb3_env,
+    make_sb3_model,
+    spec_from_entry,
+)
+from agents.compare import ALGOS, DEFAULT_ALGOS, OUR_ALGOS, RunSpec, our_config
 from agents.policies import make_policy
 from agents.rollout import collect_rollout, obs_to_tensor
 from agents.storage import RolloutStorage
@@ -106,6 +112,8 @@ class SB3Runner:
 
     def __init__(self, algo: str, env_id: str, num_envs: int, device: str | None,
                  overrides: list[str]) -> None:
+        from stable_baselines3.common.callbacks import BaseCallback
+
         kind = resolve_kind(env_id, "auto")
         spec = load_baseline_spec(algo, env_id, kind)
         entry = {**spec.algo_kwargs, "n_envs": num_envs, "policy": spec.policy,
@@ -121,7 +129,29 @@ class SB3Runner:
         self.venv = make_sb3_env(self.spec, kind, 0, env_cfg)
         self.model = make_sb3_model(self.spec, self.venv, 0, dev, 10**9)
         self.batch = num_envs * int(self.model.n_steps)
-        self.timer, self.callback = _update_timer()
+        timer = self.timer = _Timer()
+
+        class UpdateTimer(BaseCallback):
+            """Update time = from the end of a rollout to the start of the next (or the end)."""
+
+            def _on_rollout_end(self) -> None:
+                timer.marks.append(time.perf_counter())
+
+            def _on_rollout_start(self) -> None:
+                self._close()
+
+            def _on_training_end(self) -> None:
+                self._close()
+
+            def _close(self) -> None:
+                if timer.marks:
+                    timer.update_seconds += time.perf_counter() - timer.marks.pop()
+                    timer.iterations += 1
+
+            def _on_step(self) -> bool:
+                return True
+
+        self.callback = UpdateTimer()
 
     def chunk(self, min_steps: int) -> Chunk:
         want = max(self.batch, -(-min_steps // self.batch) * self.batch)
@@ -136,72 +166,6 @@ class SB3Runner:
 
     def close(self) -> None:
         self.venv.close()
-
-
-def _update_timer():
-    """A ``_Timer`` and the SB3 callback that fills it: update time = from the end of a rollout
-    to the start of the next (or the end)."""
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    timer = _Timer()
-
-    class UpdateTimer(BaseCallback):
-        def _on_rollout_end(self) -> None:
-            timer.marks.append(time.perf_counter())
-
-        def _on_rollout_start(self) -> None:
-            self._close()
-
-        def _on_training_end(self) -> None:
-            self._close()
-
-        def _close(self) -> None:
-            if timer.marks:
-                timer.update_seconds += time.perf_counter() - timer.marks.pop()
-                timer.iterations += 1
-
-        def _on_step(self) -> bool:
-            return True
-
-    return timer, UpdateTimer()
-
-
-class SB3ACKTRRunner(SB3Runner):
-    """``agents.sb3.ACKTR`` (``sb3-acktr``) with ``configs/zoo/acktr.yml``'s entry for the env
-    (``atari`` on Atari), on the same SB3 envs as the baselines."""
-
-    def __init__(self, algo: str, env_id: str, num_envs: int, device: str | None,
-                 overrides: list[str]) -> None:
-        import yaml
-
-        from agents.baselines import BaselineSpec
-        from agents.sb3 import ACKTR
-        from agents.zoo import HYPERPARAMS
-
-        kind = resolve_kind(env_id, "auto")
-        entries = yaml.safe_load(HYPERPARAMS.read_text())
-        entry = dict(entries.get(env_id) or entries["atari" if kind == "atari" else "default"])
-        for item in overrides:
-            key, _, value = item.partition("=")
-            entry[key] = _number(value)
-        normalize = entry.pop("normalize", False)
-        norm = normalize if isinstance(normalize, dict) else {"norm_obs": bool(normalize),
-                                                               "norm_reward": bool(normalize)}
-        policy = entry.pop("policy")
-        for key in ("n_timesteps", "n_envs", "env_wrapper", "frame_stack"):
-            entry.pop(key, None)
-        lr = entry.get("learning_rate")
-        if isinstance(lr, str):  # rl-zoo3's lin_X: a linear schedule costs the same as X
-            entry["learning_rate"] = float(lr.split("_", 1)[1])
-        spec = BaselineSpec(algo, env_id, f"{HYPERPARAMS.name}", policy, num_envs,
-                            norm.get("norm_obs", True), norm.get("norm_reward", True),
-                            algo_kwargs={"gamma": entry.get("gamma", 0.99)})
-        family = our_config(RunSpec("a2c", env_id, 0, 10**9, (10**9,), 1, device))
-        self.venv = make_sb3_env(spec, kind, 0, family.env)
-        dev = str(resolve_device(family.run.device))
-        self.model = ACKTR(policy, self.venv, seed=0, device=dev, verbose=0, **entry)
-        self.batch = num_envs * int(self.model.n_steps)
-        self.timer, self.callback = _update_timer()
 
 
 def _number(text: str) -> object:
@@ -251,9 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--env", default="HalfCheetah-v5", help="gymnasium env id")
     p.add_argument("--num-envs", type=int, default=8, help="training envs of every algorithm")
-    p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=[*ALGOS, "sb3-acktr"],
-                   help="sb3-acktr: agents.sb3.ACKTR with configs/zoo/acktr.yml (default: "
-                        "every algorithm but it)")
+    p.add_argument("--algos", nargs="+", default=list(DEFAULT_ALGOS), choices=ALGOS)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                    help="device of every algorithm (default: the family config's run.device)")
     p.add_argument("--rounds", type=int, default=5, help="timed rounds (medians reported)")
@@ -268,17 +230,15 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.rounds < 1 or args.num_envs < 1 or args.chunk_steps < 1:
         p.error("--rounds, --num-envs and --chunk-steps must be >= 1")
-    bad = [item for item in args.sb3
-           if item.split(".", 1)[0] not in ("sb3-a2c", "trpo", "sb3-acktr")]
+    bad = [item for item in args.sb3 if item.split(".", 1)[0] not in BASELINE_ALGOS]
     if bad:
-        p.error(f"--sb3-set {bad[0]!r}: expected sb3-a2c.KEY=VALUE, trpo.KEY=VALUE or "
-                "sb3-acktr.KEY=VALUE")
+        p.error(f"--sb3-set {bad[0]!r}: expected BASELINE.KEY=VALUE with BASELINE one of "
+                f"{', '.join(BASELINE_ALGOS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     runners = {}
     for algo in args.algos:
-        cls = OurRunner if algo in OUR_ALGOS else \
-            SB3ACKTRRunner if algo == "sb3-acktr" else SB3Runner
+        cls = OurRunner if algo in OUR_ALGOS else SB3Runner
         overrides = args.ours if algo in OUR_ALGOS else [
             item.split(".", 1)[1] for item in args.sb3 if item.split(".", 1)[0] == algo]
         runners[algo] = cls(algo, args.env, args.num_envs, args.device, overrides)
