@@ -220,3 +220,20 @@ def test_policy_kwargs_net_arch_activation_ortho_init_log_std_init():
 def test_unsupported_options_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         tiny(IdentityEnvBox(), **kwargs)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("separate_critic", [False, True])
+def test_cuda_training_and_a_cpu_load(tmp_path, separate_critic):
+    extra = dict(separate_critic=True, target_kl=0.01, critic_updates=2) if separate_critic \
+        else {}
+    model = tiny(IdentityEnvBox(eps=0.5), device="cuda", **extra).learn(64)
+    assert next(model.policy.parameters()).is_cuda
+    model.save(tmp_path / "gpu.zip")
+    loaded = ACKTR.load(tmp_path / "gpu.zip", device="cpu")
+    obs = np.zeros((4, 1), dtype=np.float32)
+    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0],
+                               loaded.predict(obs, deterministic=True)[0], rtol=1e-5, atol=1e-6)
+    loaded.set_env(IdentityEnvBox(eps=0.5))
+    loaded.learn(16, reset_num_timesteps=False)
