@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, TypeVar
 
-import acktr
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
@@ -20,6 +19,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import explained_variance
 
+import acktr
 from agents.config import KFACConfig, _critic_kfac_default
 from agents.returns import standardize
 from agents.sb3.policies import (
