@@ -18,6 +18,8 @@ from stable_baselines3.common.envs import (
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from agents.sb3 import ACKTR
@@ -208,8 +210,31 @@ def test_policy_kwargs_net_arch_activation_ortho_init_log_std_init():
     assert policy.ortho_init is False
     assert isinstance(policy.mlp_extractor.policy_net[1], torch.nn.ReLU)
     torch.testing.assert_close(policy.log_std.detach(), torch.full((1,), -0.5))
-    shared = tiny(IdentityEnv(DIM), policy_kwargs=dict(net_arch=[32], activation_fn=torch.nn.ELU))
-    assert isinstance(shared.policy.mlp_extractor.value_net[1], torch.nn.ELU)
+    same = tiny(IdentityEnv(DIM), policy_kwargs=dict(net_arch=[32], activation_fn=torch.nn.ELU))
+    assert isinstance(same.policy.mlp_extractor.value_net[1], torch.nn.ELU)
+
+
+class Trunk(BaseFeaturesExtractor):
+    """A shared MLP trunk (SB3 2.x shares layers between actor and critic this way)."""
+
+    def __init__(self, observation_space, features_dim: int = 16):
+        super().__init__(observation_space, features_dim)
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(get_flattened_obs_dim(observation_space), features_dim),
+            torch.nn.Tanh())
+
+    def forward(self, obs):
+        return self.net(obs)
+
+
+def test_shared_trunk_joint_recipe_and_its_error_in_the_separate_one():
+    kwargs = dict(policy_kwargs=dict(features_extractor_class=Trunk, net_arch=[]))
+    model = tiny(IdentityEnvBox(), **kwargs)
+    assert model.policy.optimizer.assignments()["features_extractor.net.0.weight"] == \
+        "kronecker:features_extractor.net.0"
+    model.learn(16)
+    with pytest.raises(ValueError, match="features extractor Trunk is shared"):
+        tiny(IdentityEnvBox(), separate_critic=True, **kwargs)
 
 
 @pytest.mark.parametrize("kwargs, message", [
