@@ -28,7 +28,8 @@ from agents.sb3.policies import (
     ACKTRPolicy,
     actor_and_critic,
 )
-from agents.updates import UpdateSettings, joint_step, make_kfac, metrics_to_floats, separate_step
+from agents import updates
+from agents.updates import UpdateSettings, make_kfac, metrics_to_floats
 
 SelfACKTR = TypeVar("SelfACKTR", bound="ACKTR")
 MIN_LR = 1e-8  # K-FAC's step size must be positive; schedules that reach 0 stop here
@@ -289,13 +290,14 @@ class ACKTR(OnPolicyAlgorithm):
         settings = UpdateSettings(self.ent_coef, self.vf_coef, self.max_grad_norm,
                                   self.target_kl, self.critic_updates)
         if self.separate_critic:
-            metrics = separate_step(self._actor, self._critic, self.policy.optimizer,
-                                    self.critic_optimizer, data.observations, actions,
-                                    advantages, data.returns, settings)
+            metrics = updates.separate_step(
+                self._actor, self._critic, self.policy.optimizer, self.critic_optimizer,
+                data.observations, actions, advantages, data.returns, settings)
         else:
-            metrics = joint_step(self.policy.distribution_and_value,
-                                 list(self.policy.parameters()), self.policy.optimizer,
-                                 data.observations, actions, advantages, data.returns, settings)
+            metrics = updates.joint_step(
+                self.policy.distribution_and_value, list(self.policy.parameters()),
+                self.policy.optimizer, data.observations, actions, advantages, data.returns,
+                settings)
         self._n_updates += 1
         self._record(metrics_to_floats(metrics))
 

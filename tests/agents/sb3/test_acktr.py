@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -25,6 +27,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from agents.sb3 import ACKTR
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 DIM = 4
 
@@ -269,3 +273,34 @@ def test_cuda_training_and_a_cpu_load(tmp_path, separate_critic):
                                loaded.predict(obs, deterministic=True)[0], rtol=1e-5, atol=1e-6)
     loaded.set_env(IdentityEnvBox(eps=0.5))
     loaded.learn(16, reset_num_timesteps=False)
+
+
+@pytest.mark.parametrize("config, separate", [("classic.yaml", False), ("mujoco.yaml", True)])
+def test_the_sb3_class_and_our_trainer_run_the_same_update(monkeypatch, config, separate):
+    import gymnasium as gym
+
+    from agents import updates
+    from agents.config import load_config
+    from agents.policies import make_policy
+    from agents.storage import RolloutBatch
+
+    name = "separate_step" if separate else "joint_step"
+    real, calls = getattr(updates, name), []
+
+    def spy(*args, **kwargs):
+        calls.append(name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(updates, name, spy)
+    extra = dict(separate_critic=True, target_kl=0.01, critic_updates=2) if separate else {}
+    tiny(IdentityEnvBox(), **extra).learn(16)
+    assert len(calls) == 2
+    cfg = load_config(CONFIGS / config, ["run.device=cpu", "algo.critic_updates=1"])
+    box = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    policy = make_policy(box, box, cfg.policy)
+    n = 8
+    batch = RolloutBatch(obs=torch.randn(n, 1), actions=torch.randn(n, 1),
+                         log_probs=torch.zeros(n), values=torch.zeros(n),
+                         advantages=torch.randn(n), returns=torch.randn(n))
+    updates.update(policy, updates.make_optimizers(policy, cfg), batch, cfg)
+    assert len(calls) == 3
