@@ -82,8 +82,9 @@ def _compare_parser() -> argparse.ArgumentParser:
         "ACKTR and A2C (family configs in configs/) and the baselines sb3-a2c "
         "(stable-baselines3 A2C) and trpo (sb3-contrib TRPO) with rl-zoo3's tuned "
         "hyperparameters (configs/baselines/), and on request sb3-acktr (our ACKTR as a "
-        "stable-baselines3 algorithm, configs/zoo/acktr.yml). Writes results.csv, curves_<env>.png and "
-        "summary.md into --out; rerunning the same command skips finished runs.",
+        "stable-baselines3 algorithm, configs/zoo/acktr.yml). Writes results.csv, "
+        "curves_<env>.png and summary.md into --out; rerunning the same command skips finished "
+        "runs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--env", nargs="+", required=True, metavar="ENV",

@@ -80,7 +80,8 @@ def test_bad_entries_name_the_key_and_the_valid_ones():
         spec_from_entry("trpo", "X", "gym", {"policy_kwargs": {"activation_fn": "swish"}}, "t")
     with pytest.raises(ValueError, match="normalize must be"):
         spec_from_entry("trpo", "X", "gym", {"normalize": "yes"}, "t")
-    with pytest.raises(ValueError, match="unknown baseline 'ppo'; baselines: sb3-a2c, trpo, sb3-acktr"):
+    with pytest.raises(ValueError,
+                       match="unknown baseline 'ppo'; baselines: sb3-a2c, trpo, sb3-acktr"):
         load_baseline_spec("ppo", "CartPole-v1", "gym")
 
 
