@@ -4,6 +4,7 @@ and smoke updates of ACKTR and A2C on Atari and MuJoCo."""
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import signal
 import time
@@ -22,6 +23,7 @@ from agents.storage import RolloutStorage
 from agents.updates import make_optimizers, update
 from envs import SnapshotUnsupported
 from envs.gym_adapter import GymnasiumVecEnv
+from tests.agents.test_files import strict_loads
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CARTPOLE = ("classic.yaml", "env.num_envs=4", "algo.num_steps=8")
@@ -156,6 +158,19 @@ def test_resume_after_a_crash_drops_what_was_logged_after_the_checkpoint(tmp_pat
     assert_same_run(tmp_path / "full", tmp_path / "crashed")
 
 
+def test_resume_after_a_row_cut_short_continues_the_log_cleanly(tmp_path, monkeypatch):
+    cfg = make_cfg(*CARTPOLE, "run.checkpoint_every=4", updates=6)
+    run(cfg, tmp_path / "full")
+    stop_at(monkeypatch, 5, "crash")  # right after the checkpoint of update 4
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(cfg, tmp_path / "cut")
+    monkeypatch.undo()
+    with (tmp_path / "cut" / "progress.csv").open("a") as f:
+        f.write("5,40,0.")  # a kill in the middle of writing a row
+    run(cfg, tmp_path / "cut", resume=True)
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
+
+
 def test_a_second_ctrl_c_stops_at_once_and_resumes_from_fresh_episodes(tmp_path, monkeypatch):
     cfg = make_cfg(*CARTPOLE, updates=6)
     stop_at(monkeypatch, 3, "abort")
@@ -239,3 +254,78 @@ def test_two_updates_give_finite_metrics_and_move_every_parameter(config, algo):
     assert metrics and all(math.isfinite(v) for v in metrics.values()), metrics
     unchanged = [k for k, v in policy.state_dict().items() if torch.equal(v, before[k])]
     assert not unchanged
+
+
+def test_summary_json_is_strict_json_with_null_for_nan(tmp_path):
+    # One 8-step rollout of one CartPole env: no episode ends, so the training return is NaN.
+    summary = run(make_cfg(*CARTPOLE, "env.num_envs=1", updates=1), tmp_path / "r")
+    assert math.isnan(summary["train_return_mean"])
+    written = strict_loads((tmp_path / "r" / "summary.json").read_text())
+    assert written["train_return_mean"] is None
+    assert written["timesteps"] == summary["timesteps"] == 8
+def test_defaults_checkpoint_by_time_and_updates_in_the_library_and_every_config():
+    assert Config().run.checkpoint_seconds == 600 and Config().run.checkpoint_every > 0
+    for name in ("classic.yaml", "mujoco.yaml", "atari.yaml"):
+        cfg = load_config(CONFIGS / name)
+        assert cfg.run.checkpoint_seconds == 600 and cfg.run.checkpoint_every > 0, name
+
+
+def test_a_wall_clock_checkpoint_waits_for_a_compact_optimizer_state(tmp_path, monkeypatch):
+    """checkpoint_seconds tiny: a checkpoint is due after every update, but K-FAC's state is
+    compact only after updates 1, 10, 11, 20 ... (inverse_every=10, cold start 10)."""
+    cfg = make_cfg(*CARTPOLE, "run.checkpoint_every=0", "run.checkpoint_seconds=1e-9",
+                   updates=14)
+    saved = []
+    real = trainer.save_checkpoints
+    monkeypatch.setattr(trainer, "save_checkpoints",
+                        lambda state, *a: (saved.append(state["progress"]["update"]),
+                                           real(state, *a)))
+    patient = functools.partial(trainer.CheckpointSchedule, slack=1e12)  # waits for ever
+    monkeypatch.setattr(trainer, "CheckpointSchedule", patient)
+    run(cfg, tmp_path)
+    assert saved[:-1] == [u for u in range(1, 14) if u <= 11 or u % 10 in (0, 1)]
+    assert saved[-1] == 14  # the end
+
+
+def test_resume_removes_what_a_killed_write_left_and_a_cut_csv_row(tmp_path, monkeypatch, capsys):
+    cfg = make_cfg(*CARTPOLE, "run.checkpoint_every=4", updates=10)
+    run(cfg, tmp_path / "full")
+    stop_at(monkeypatch, 7, "crash")  # killed after update 6: checkpoint of update 4
+    with pytest.raises(RuntimeError):
+        run(cfg, tmp_path / "cut")
+    monkeypatch.undo()
+    cut = tmp_path / "cut"
+    (cut / f".{CHECKPOINT_NAME}.x1y2.tmp").write_bytes(b"PK\x03\x04 half a checkpoint")
+    with (cut / "progress.csv").open("a") as f:
+        f.write("7,224,0.5")  # a row cut short by the kill
+    run(cfg, cut, resume=True)
+    assert "removed" in capsys.readouterr().err
+    assert not list(cut.glob(".*.tmp"))
+    assert_same_run(tmp_path / "full", cut)
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_over(tmp_path, capsys):
+    cfg = make_cfg(*CARTPOLE, updates=6)
+    run(cfg, tmp_path / "full")
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "progress.csv").write_text("update,timesteps,wall_seconds\n1,32,0.1\n2,6")
+    summary = run(cfg, tmp_path / "cut", resume=True)
+    assert "holds no checkpoint yet" in capsys.readouterr().err
+    assert summary["updates"] == 6
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
+
+
+def test_sigterm_saves_a_checkpoint_like_ctrl_c(tmp_path, monkeypatch):
+    cfg = make_cfg(*CARTPOLE, updates=8)
+    calls, real = {"n": 0}, trainer.update
+
+    def terminate_at_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            signal.raise_signal(signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "update", terminate_at_3)
+    summary = run(cfg, tmp_path)
+    assert summary["interrupted"] and summary["updates"] == 3
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["progress"]["update"] == 3
