@@ -95,20 +95,22 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 
 def _compare_parser() -> argparse.ArgumentParser:
-    from agents.compare import ALGOS
+    from agents.compare import ALGOS, DEFAULT_ALGOS
 
     p = argparse.ArgumentParser(
         prog="train.py compare",
         description="Compare algorithms on the same envs, seeds, budget and evaluation: our "
         "ACKTR and A2C (family configs in configs/) and the baselines sb3-a2c "
         "(stable-baselines3 A2C) and trpo (sb3-contrib TRPO) with rl-zoo3's tuned "
-        "hyperparameters (configs/baselines/). Writes results.csv, curves_<env>.png and "
-        "summary.md into --out; rerunning the same command skips finished runs.",
+        "hyperparameters (configs/baselines/), and on request sb3-acktr (our ACKTR as a "
+        "stable-baselines3 algorithm, configs/zoo/acktr.yml). Writes results.csv, "
+        "curves_<env>.png and summary.md into --out; rerunning the same command skips finished "
+        "runs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--env", nargs="+", required=True, metavar="ENV",
                    help="gymnasium env id(s), e.g. HalfCheetah-v5 ALE/Pong-v5")
-    p.add_argument("--algos", nargs="+", default=list(ALGOS), metavar="ALGO",
+    p.add_argument("--algos", nargs="+", default=list(DEFAULT_ALGOS), metavar="ALGO",
                    help=f"algorithms, from: {', '.join(ALGOS)}")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds per algorithm and env")
     p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, +1, ...")

@@ -1,4 +1,6 @@
-"""Baseline runners: stable-baselines3's A2C (``sb3-a2c``) and sb3-contrib's TRPO (``trpo``).
+"""Baseline runners: stable-baselines3's A2C (``sb3-a2c``) and sb3-contrib's TRPO (``trpo``),
+and our ACKTR as a stable-baselines3 algorithm (``sb3-acktr``, :mod:`agents.sb3`, with the
+rl-zoo3 hyperparameters of ``configs/zoo/acktr.yml``).
 
 Hyperparameters come from ``configs/baselines/<algo>.yaml`` (rl-zoo3's tuned values as plain
 data). Fairness with our agents (``agents.compare``):
@@ -34,8 +36,8 @@ from torch import Tensor, nn
 from agents.errors import BadInputError
 from agents.files import read_yaml
 
-BaselineAlgo = Literal["sb3-a2c", "trpo"]
-BASELINE_ALGOS: tuple[str, ...] = ("sb3-a2c", "trpo")
+BaselineAlgo = Literal["sb3-a2c", "trpo", "sb3-acktr"]
+BASELINE_ALGOS: tuple[str, ...] = ("sb3-a2c", "trpo", "sb3-acktr")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "baselines"
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
 OPTIMIZERS = ("adam", "rmsprop", "rmsprop_tf_like")
@@ -97,6 +99,10 @@ def sb3_class(algo: str) -> type:
     """
     check_baseline_algo(algo)
     try:
+        if algo == "sb3-acktr":
+            from agents.sb3 import ACKTR
+
+            return ACKTR
         if algo == "sb3-a2c":
             from stable_baselines3 import A2C
 
@@ -143,8 +149,10 @@ def load_baseline_spec(
         kind: env family, ``"atari"``, ``"mujoco"`` or ``"gym"`` (``envs.registry.resolve_kind``).
         config_dir: folder of the YAML files; default ``configs/baselines``.
     """
-    path = _config_path(algo, config_dir)
     check_baseline_algo(algo)
+    if algo == "sb3-acktr":
+        return _sb3_acktr_spec(env_id, kind)
+    path = _config_path(algo, config_dir)
     data = read_yaml(path, "baseline config", empty={})
     _check_keys(str(path), data, ("atari", "envs"))
     envs = data.get("envs") or {}
@@ -166,6 +174,29 @@ def load_baseline_spec(
         source = (f"rl-zoo3 {zoo_file}: {zoo}" if zoo else str(entry["source"])
                   if entry.get("source") else "untuned (SB3 defaults; no rl-zoo3 entry)")
     return spec_from_entry(algo, env_id, kind, entry, source, where=f"{path}: {env_id}")
+
+
+def _sb3_acktr_spec(env_id: str, kind: str) -> BaselineSpec:
+    """``sb3-acktr``'s spec from ``configs/zoo/acktr.yml`` (the one copy of its rl-zoo3
+    hyperparameters), translated to this module's entry format: ``lin_X`` -> ``X`` with a linear
+    schedule, ``normalize: {norm_obs, norm_reward}`` -> ``{obs, reward}``; the zoo's own keys
+    (``n_timesteps``, ``env_wrapper``, ``frame_stack``) are dropped, as compare builds the envs
+    and sets the budget."""
+    from agents.zoo import HYPERPARAMS
+
+    data = read_yaml(HYPERPARAMS, "rl-zoo3 hyperparameter file")
+    name = env_id if env_id in data else "atari" if kind == "atari" else "default"
+    entry = {k: v for k, v in data[name].items()
+             if k not in ("n_timesteps", "env_wrapper", "frame_stack")}
+    if isinstance(entry.get("learning_rate"), str):
+        entry["learning_rate"] = float(entry["learning_rate"].split("_", 1)[1])
+        entry["learning_rate_schedule"] = "linear"
+    normalize = entry.get("normalize")
+    if isinstance(normalize, dict):
+        entry["normalize"] = {"obs": normalize.get("norm_obs", True),
+                              "reward": normalize.get("norm_reward", True)}
+    source = f"configs/zoo/acktr.yml: {name}"
+    return spec_from_entry("sb3-acktr", env_id, kind, entry, source, where=source)
 
 
 def spec_from_entry(
@@ -287,7 +318,8 @@ def make_sb3_model(spec: BaselineSpec, venv: Any, seed: int, device: str,
     for a linear learning-rate schedule (SB3 decays it over the ``learn`` call)."""
     kwargs = dict(spec.algo_kwargs)
     if spec.learning_rate_schedule == "linear":
-        lr0 = float(kwargs.get("learning_rate", 7e-4 if spec.algo == "sb3-a2c" else 1e-3))
+        default_lr = {"sb3-a2c": 7e-4, "trpo": 1e-3, "sb3-acktr": 0.25}[spec.algo]
+        lr0 = float(kwargs.get("learning_rate", default_lr))
         kwargs["learning_rate"] = _LinearSchedule(lr0)
     return sb3_class(spec.algo)(
         spec.policy, venv, policy_kwargs=sb3_policy_kwargs(spec.policy_kwargs) or None,

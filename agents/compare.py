@@ -7,7 +7,8 @@ Every algorithm runs on the same env ids, seeds, budget and evaluation protocol:
 
 - our ``acktr`` and ``a2c`` through ``agents.trainer.train`` with the env family's config
   (``configs/atari.yaml``, ``mujoco.yaml`` or ``classic.yaml``, plus ``--set`` overrides);
-  ``sb3-a2c`` and ``trpo`` through ``agents.baselines`` with rl-zoo3's tuned hyperparameters;
+  ``sb3-a2c`` and ``trpo`` through ``agents.baselines`` with rl-zoo3's tuned hyperparameters
+  (and ``sb3-acktr``, our ACKTR as an SB3 algorithm, with ``configs/zoo/acktr.yml``);
 - evaluation at the same grid of ``--eval-points`` timesteps (``g_k = round(k T / P)``), each at
   the first update boundary at or past ``g_k``, by the same function
   (``agents.evaluate.evaluate``: deterministic policy, ``--eval-episodes`` episodes on fresh envs
@@ -59,6 +60,9 @@ from agents.files import ends_cleanly, read_json, read_yaml, write_json
 
 OUR_ALGOS: tuple[str, ...] = ("acktr", "a2c")
 ALGOS: tuple[str, ...] = OUR_ALGOS + BASELINE_ALGOS
+# What runs when --algos is not given: ours and the baselines of other libraries (sb3-acktr,
+# our own ACKTR inside stable-baselines3, on request).
+DEFAULT_ALGOS: tuple[str, ...] = tuple(a for a in ALGOS if a != "sb3-acktr")
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / "configs"
 FAMILY_CONFIGS = {"atari": "atari.yaml", "mujoco": "mujoco.yaml", "gym": "classic.yaml"}
@@ -345,8 +349,9 @@ def train_sb3(spec: RunSpec, on_point: PointFn) -> dict[str, Any]:
 
     out = train_baseline(bspec, kind, spec.seed, spec.timesteps, spec.grid, evaluate_fn,
                          on_point, cfg.env, device)
+    default_steps = {"sb3-a2c": 5, "trpo": 2048, "sb3-acktr": 20}[spec.algo]
     return {**out, "device": device, "batch_size": bspec.n_envs * bspec.algo_kwargs.get(
-        "n_steps", 5 if spec.algo == "sb3-a2c" else 2048), "hyperparameters": bspec.to_dict(),
+        "n_steps", default_steps), "hyperparameters": bspec.to_dict(),
         "source": bspec.source, "notes": []}
 
 

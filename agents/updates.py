@@ -4,6 +4,11 @@
 ACKTR and A2C share the loss (policy gradient, entropy bonus, value regression) and differ only
 in the optimizer: K-FAC with the trust region (ACKTR, Wu et al. 2017) or RMSprop (A2C).
 
+The math is in two functions that take plain tensors and callables, :func:`joint_step` (one
+optimizer over the whole network) and :func:`separate_step` (policy K-FAC with the KL-adaptive
+step size, critic fitted by its own K-FAC): our trainer calls them through :func:`update`, the
+stable-baselines3 algorithm ``agents.sb3.ACKTR`` directly, so there is one ACKTR update.
+
 Fisher pass of ACKTR (REFERENCE section 2): the policy's Fisher metric from actions *sampled
 from the policy* (``-mean log pi(a~|s)``) and the critic's Gauss-Newton metric as the Fisher of
 ``N(V(s), 1)`` with a sampled target (``acktr.fisher_loss(values, "gaussian")``). With a shared
@@ -129,24 +134,62 @@ def _clip(params, max_norm: float | None) -> Tensor | None:
     return nn.utils.clip_grad_norm_(params, max_norm)
 
 
+@dataclass(frozen=True)
+class UpdateSettings:
+    """The loss and recipe settings of one ACKTR / A2C update, whoever calls it (our trainer
+    through :func:`update`, the stable-baselines3 class :class:`agents.sb3.ACKTR` directly).
+
+    Attributes:
+        ent_coef: entropy bonus coefficient.
+        vf_coef: value-loss coefficient of the joint loss (unused by the separate critic).
+        max_grad_norm: global gradient-norm clip of the (policy) gradient; None: off.
+        target_kl: separate recipe: adapt the policy lr toward this KL (:func:`adapt_step_size`);
+            None: off.
+        critic_updates: separate recipe: K-FAC steps of the critic on each batch.
+    """
+
+    ent_coef: float
+    vf_coef: float
+    max_grad_norm: float | None
+    target_kl: float | None = None
+    critic_updates: int = 1
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> UpdateSettings:
+        algo = cfg.algo
+        return cls(algo.ent_coef, algo.vf_coef, algo.max_grad_norm, algo.target_kl,
+                   algo.critic_updates)
+
+
 def joint_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cfg: Config) -> dict:
     """ACKTR with one K-FAC over the whole network, or A2C with RMSprop: one gradient step."""
-    algo = cfg.algo
-    dist, values = policy(batch.obs)
-    log_probs = dist.log_prob(batch.actions)
+    return joint_step(policy, list(policy.parameters()), opts.main, batch.obs, batch.actions,
+                      _advantages(batch, cfg), batch.returns, UpdateSettings.from_config(cfg))
+
+
+def joint_step(model: Callable[[Any], tuple[Any, Tensor]], params: list[nn.Parameter],
+               opt: torch.optim.Optimizer, obs: Any, actions: Tensor, advantages: Tensor,
+               returns: Tensor, settings: UpdateSettings) -> dict:
+    """One step of the joint recipe on a batch: ``model(obs) -> (dist, values)`` with values of
+    shape ``(B,)`` and ``dist`` offering ``log_prob``, ``entropy`` (per row) and
+    ``fisher_sample``; ``params`` are the parameters ``opt`` steps (the gradient clip and the
+    data-parallel average apply to them). With a K-FAC ``opt`` whose statistics are due, the
+    Fisher pass is the joint ``pi(a|s) p(v|s)`` with sampled targets; with another optimizer
+    (A2C's RMSprop) it is a plain gradient step."""
+    dist, values = model(obs)
+    log_probs = dist.log_prob(actions)
     entropy = dist.entropy().mean()
-    pg_loss = -(_advantages(batch, cfg).detach() * log_probs).mean()
-    vf_loss = 0.5 * (batch.returns - values).pow(2).mean()
-    loss = pg_loss - algo.ent_coef * entropy + algo.vf_coef * vf_loss
-    opt = opts.main
+    pg_loss = -(advantages.detach() * log_probs).mean()
+    vf_loss = 0.5 * (returns - values).pow(2).mean()
+    loss = pg_loss - settings.ent_coef * entropy + settings.vf_coef * vf_loss
     if isinstance(opt, acktr.KFAC) and opt.stats_due:
         with opt.record_stats():
             fisher = policy_fisher_loss(dist) + acktr.fisher_loss(values, "gaussian")
             fisher.backward(retain_graph=True)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    average_gradients(policy.parameters())  # data parallel: no-op in one process
-    grad_norm = _clip(policy.parameters(), algo.max_grad_norm)
+    average_gradients(params)  # data parallel: no-op in one process
+    grad_norm = _clip(params, settings.max_grad_norm)
     opt.step()
     metrics = _loss_metrics(pg_loss, vf_loss, entropy, grad_norm)
     metrics.update(_optimizer_metrics(opt, "opt"))
@@ -156,29 +199,39 @@ def joint_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cfg: 
 def separate_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cfg: Config) -> dict:
     """The original MuJoCo recipe: K-FAC on the actor with a KL-adaptive step size, and the
     critic fitted by its own K-FAC for ``critic_updates`` steps on the batch."""
-    algo = cfg.algo
     actor, critic = policy.actor, policy.critic  # type: ignore[attr-defined]
     opt, critic_opt = opts.main, opts.critic
     assert isinstance(opt, acktr.KFAC) and critic_opt is not None
-    obs = batch.obs.float()
+    return separate_step(actor, critic, opt, critic_opt, batch.obs.float(), batch.actions,
+                         _advantages(batch, cfg), batch.returns, UpdateSettings.from_config(cfg))
+
+
+def separate_step(actor: nn.Module, critic: nn.Module, opt: acktr.KFAC, critic_opt: acktr.KFAC,
+                  obs: Any, actions: Tensor, advantages: Tensor, returns: Tensor,
+                  settings: UpdateSettings) -> dict:
+    """One update of the separate recipe on a batch: ``actor(obs) -> dist`` (with ``log_prob``,
+    ``entropy``, ``fisher_sample`` and ``kl``) stepped by ``opt``, whose lr is then adapted
+    toward ``settings.target_kl`` from the achieved ``KL(old || new)``; ``critic(obs) -> values``
+    of shape ``(B, 1)`` fitted by ``critic_opt`` for ``settings.critic_updates`` steps, with the
+    Gauss-Newton metric. ``obs`` is a tensor or a dict of tensors (rows along dim 0)."""
     dist = _forward_with_fisher_pass(actor, obs, opt, policy_fisher_loss)
-    log_probs = dist.log_prob(batch.actions)
+    log_probs = dist.log_prob(actions)
     entropy = dist.entropy().mean()
-    pg_loss = -(_advantages(batch, cfg).detach() * log_probs).mean() - algo.ent_coef * entropy
+    pg_loss = -(advantages.detach() * log_probs).mean() - settings.ent_coef * entropy
     opt.zero_grad(set_to_none=True)
     pg_loss.backward()
     average_gradients(actor.parameters())
-    grad_norm = _clip(actor.parameters(), algo.max_grad_norm)
+    grad_norm = _clip(actor.parameters(), settings.max_grad_norm)
     opt.step()
     with torch.no_grad():
         kl = float(dist.kl(actor(obs)).mean()) if hasattr(dist, "kl") else float("nan")
     kl = mean_over_ranks(kl)  # every rank adapts its step size identically
-    if algo.target_kl is not None:
-        adapt_step_size(opt, kl, algo.target_kl)
+    if settings.target_kl is not None:
+        adapt_step_size(opt, kl, settings.target_kl)
 
-    for _ in range(algo.critic_updates):
+    for _ in range(settings.critic_updates):
         values = _forward_with_fisher_pass(critic, obs, critic_opt, _value_fisher_loss)
-        vf_loss = 0.5 * (batch.returns - values.squeeze(-1)).pow(2).mean()
+        vf_loss = 0.5 * (returns - values.squeeze(-1)).pow(2).mean()
         critic_opt.zero_grad(set_to_none=True)
         vf_loss.backward()
         average_gradients(critic.parameters())
@@ -190,17 +243,32 @@ def separate_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cf
     return metrics
 
 
-def _forward_with_fisher_pass(module: nn.Module, obs: Tensor, opt: acktr.KFAC,
+def _rows(obs: Any, rows: Tensor) -> Any:
+    """``obs[rows]`` for a tensor or a dict of tensors (Dict observation spaces)."""
+    if isinstance(obs, dict):
+        return {key: value[rows] for key, value in obs.items()}
+    return obs[rows]
+
+
+def _num_rows(obs: Any) -> int:
+    return len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
+
+
+def _device(obs: Any) -> torch.device:
+    return next(iter(obs.values())).device if isinstance(obs, dict) else obs.device
+
+
+def _forward_with_fisher_pass(module: nn.Module, obs: Any, opt: acktr.KFAC,
                               fisher_loss: Callable[[Any], Tensor]) -> Any:
     """``module(obs)``, after ``opt``'s Fisher pass when its statistics are due: on the random
     rows of :func:`fisher_rows` (a separate forward) or, without a subset, back-propagated
     through this forward (whose graph is kept for the training loss)."""
     if not opt.stats_due:
         return module(obs)
-    rows = fisher_rows(len(obs), opt, obs.device)
+    rows = fisher_rows(_num_rows(obs), opt, _device(obs))
     if rows is not None:
         with opt.record_stats():
-            fisher_loss(module(obs[rows])).backward()
+            fisher_loss(module(_rows(obs, rows))).backward()
         return module(obs)
     out = module(obs)
     with opt.record_stats():

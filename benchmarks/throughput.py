@@ -2,6 +2,10 @@
 
     python -m benchmarks.throughput --env ALE/Pong-v5 --num-envs 16 --rounds 5
     python -m benchmarks.throughput --env HalfCheetah-v5 --num-envs 8 --rounds 5
+    python -m benchmarks.throughput --env HalfCheetah-v5 --algos acktr sb3-acktr sb3-a2c
+
+``sb3-acktr`` is our ACKTR as a stable-baselines3 algorithm (``agents.sb3``) with
+``configs/zoo/acktr.yml``'s settings, run like the other baselines.
 
 Each algorithm is built once with its compare settings (our family config; rl-zoo3's
 hyperparameters for the baselines) and ``--num-envs`` training envs, then trained in short
@@ -30,8 +34,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from agents.baselines import load_baseline_spec, make_sb3_env, make_sb3_model, spec_from_entry
-from agents.compare import ALGOS, OUR_ALGOS, RunSpec, our_config
+from agents.baselines import (
+    BASELINE_ALGOS,
+    load_baseline_spec,
+    make_sb3_env,
+    make_sb3_model,
+    spec_from_entry,
+)
+from agents.compare import ALGOS, DEFAULT_ALGOS, OUR_ALGOS, RunSpec, our_config
 from agents.policies import make_policy
 from agents.rollout import collect_rollout, obs_to_tensor
 from agents.storage import RolloutStorage
@@ -188,15 +198,16 @@ def measure(runners: dict[str, object], rounds: int, chunk_steps: int,
 def report(results: dict[str, list[Chunk]], batches: dict[str, int]) -> str:
     """Markdown table of medians and fps ratios."""
     fps = {n: statistics.median(c.steps / c.seconds for c in cs) for n, cs in results.items()}
-    lines = ["| algo | batch | fps | s/iteration | s/update | fps / our a2c | fps / sb3-a2c |",
-             "|---|---|---|---|---|---|---|"]
+    refs = ("acktr", "a2c", "sb3-a2c")
+    lines = ["| algo | batch | fps | s/iteration | s/update | fps / our acktr | fps / our a2c "
+             "| fps / sb3-a2c |", "|---|---|---|---|---|---|---|---|"]
     for n, cs in results.items():
         it = statistics.median(c.seconds / c.iterations for c in cs)
         up = statistics.median(c.update_seconds / c.iterations for c in cs)
         ratio = [f"{fps[n] / fps[ref]:.2f}x" if ref in fps else "n/a"
-                 for ref in ("a2c", "sb3-a2c")]
+                 for ref in refs]
         lines.append(f"| {n} | {batches[n]} | {fps[n]:.0f} | {it:.3f} | {up:.4f} | "
-                     f"{ratio[0]} | {ratio[1]} |")
+                     f"{' | '.join(ratio)} |")
     return "\n".join(lines)
 
 
@@ -204,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--env", default="HalfCheetah-v5", help="gymnasium env id")
     p.add_argument("--num-envs", type=int, default=8, help="training envs of every algorithm")
-    p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
+    p.add_argument("--algos", nargs="+", default=list(DEFAULT_ALGOS), choices=ALGOS)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                    help="device of every algorithm (default: the family config's run.device)")
     p.add_argument("--rounds", type=int, default=5, help="timed rounds (medians reported)")
@@ -219,9 +230,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.rounds < 1 or args.num_envs < 1 or args.chunk_steps < 1:
         p.error("--rounds, --num-envs and --chunk-steps must be >= 1")
-    bad = [item for item in args.sb3 if item.split(".", 1)[0] not in ("sb3-a2c", "trpo")]
+    bad = [item for item in args.sb3 if item.split(".", 1)[0] not in BASELINE_ALGOS]
     if bad:
-        p.error(f"--sb3-set {bad[0]!r}: expected sb3-a2c.KEY=VALUE or trpo.KEY=VALUE")
+        p.error(f"--sb3-set {bad[0]!r}: expected BASELINE.KEY=VALUE with BASELINE one of "
+                f"{', '.join(BASELINE_ALGOS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     runners = {}

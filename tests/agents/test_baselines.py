@@ -81,7 +81,8 @@ def test_bad_entries_name_the_key_and_the_valid_ones():
         spec_from_entry("trpo", "X", "gym", {"policy_kwargs": {"activation_fn": "swish"}}, "t")
     with pytest.raises(ValueError, match="normalize must be"):
         spec_from_entry("trpo", "X", "gym", {"normalize": "yes"}, "t")
-    with pytest.raises(ValueError, match="unknown baseline 'ppo'; baselines: sb3-a2c, trpo"):
+    with pytest.raises(ValueError,
+                       match="unknown baseline 'ppo'; baselines: sb3-a2c, trpo, sb3-acktr"):
         load_baseline_spec("ppo", "CartPole-v1", "gym")
 
 
@@ -190,3 +191,14 @@ def test_grid_callback_evaluates_after_updates_past_each_point_without_counting_
     finished = [info["r"] for info in model.ep_info_buffer]
     assert finished and points[-1][4] == pytest.approx(np.mean(finished))
     venv.close()
+
+
+def test_sb3_acktr_reads_the_zoo_hyperparameter_file():
+    cheetah = load_baseline_spec("sb3-acktr", "HalfCheetah-v5", "mujoco")
+    assert cheetah.source == "configs/zoo/acktr.yml: HalfCheetah-v5"
+    assert cheetah.n_envs == 1 and cheetah.normalize_obs and not cheetah.normalize_reward
+    assert cheetah.algo_kwargs["separate_critic"] and cheetah.algo_kwargs["target_kl"] == 0.002
+    pong = load_baseline_spec("sb3-acktr", "ALE/Pong-v5", "atari")
+    assert pong.source == "configs/zoo/acktr.yml: atari" and pong.policy == "CnnPolicy"
+    assert pong.learning_rate_schedule == "linear" and pong.algo_kwargs["learning_rate"] == 0.25
+    assert pong.n_envs == 32 and pong.algo_kwargs["kl_clip"] == 0.001

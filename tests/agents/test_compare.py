@@ -16,7 +16,7 @@ import torch
 
 from agents import compare
 from agents.compare import (
-    ALGOS,
+    DEFAULT_ALGOS,
     CompareSettings,
     RunSpec,
     check_algos,
@@ -422,10 +422,10 @@ def test_compare_smoke_then_rerun_skips_finished_and_continues_unfinished(tmp_pa
                   jobs=2, command="test")
     assert compare.run_compare(s, log=lambda m: None) == 0
     rows = read_results(s.out / "results.csv")
-    assert {r["algo"] for r in rows} == set(ALGOS)
+    assert {r["algo"] for r in rows} == set(DEFAULT_ALGOS)
     assert all(math.isfinite(r["eval_return_mean"]) for r in rows)
     # Every algorithm is evaluated at the first update boundary at or past 512 and 1024.
-    per_algo = {a: [r["timesteps"] for r in rows if r["algo"] == a] for a in ALGOS}
+    per_algo = {a: [r["timesteps"] for r in rows if r["algo"] == a] for a in DEFAULT_ALGOS}
     assert per_algo["a2c"] == [512, 1024] and per_algo["sb3-a2c"] == [520, 1040]  # 8 x 5
     assert per_algo["trpo"] == [1024]  # zoo CartPole TRPO: 2 envs x 512 steps per update
     runs = s.out / "runs" / "CartPole-v1"
