@@ -80,7 +80,8 @@ def _compare_parser() -> argparse.ArgumentParser:
         prog="train.py compare",
         description="Compare algorithms on the same envs, seeds, budget and evaluation: our "
         "ACKTR and A2C (family configs in configs/) and the baselines sb3-a2c "
-        "(stable-baselines3 A2C) and trpo (sb3-contrib TRPO) with rl-zoo3's tuned "
+        "(stable-baselines3 A2C), sb3-ppo (stable-baselines3 PPO) and trpo (sb3-contrib "
+        "TRPO) with rl-zoo3's tuned "
         "hyperparameters (configs/baselines/). Writes results.csv, curves_<env>.png and "
         "summary.md into --out; rerunning the same command skips finished runs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -7,7 +7,8 @@ Every algorithm runs on the same env ids, seeds, budget and evaluation protocol:
 
 - our ``acktr`` and ``a2c`` through ``agents.trainer.train`` with the env family's config
   (``configs/atari.yaml``, ``mujoco.yaml`` or ``classic.yaml``, plus ``--set`` overrides);
-  ``sb3-a2c`` and ``trpo`` through ``agents.baselines`` with rl-zoo3's tuned hyperparameters;
+  ``sb3-a2c``, ``sb3-ppo`` and ``trpo`` through ``agents.baselines`` with rl-zoo3's tuned
+  hyperparameters;
 - evaluation at the same grid of ``--eval-points`` timesteps (``g_k = round(k T / P)``), each at
   the first update boundary at or past ``g_k``, by the same function
   (``agents.evaluate.evaluate``: deterministic policy, ``--eval-episodes`` episodes on fresh envs
@@ -330,7 +331,8 @@ def train_sb3(spec: RunSpec, on_point: PointFn) -> dict[str, Any]:
     out = train_baseline(bspec, kind, spec.seed, spec.timesteps, spec.grid, evaluate_fn,
                          on_point, cfg.env, device)
     return {**out, "device": device, "batch_size": bspec.n_envs * bspec.algo_kwargs.get(
-        "n_steps", 5 if spec.algo == "sb3-a2c" else 2048), "hyperparameters": bspec.to_dict(),
+        "n_steps", 5 if spec.algo == "sb3-a2c" else 2048),  # SB3's default n_steps
+            "hyperparameters": bspec.to_dict(),
         "source": bspec.source, "notes": []}
 
 

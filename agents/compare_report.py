@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-ALGO_ORDER = ("acktr", "a2c", "sb3-a2c", "trpo")
+ALGO_ORDER = ("acktr", "a2c", "sb3-a2c", "trpo", "sb3-ppo")
 RESULT_FIELDS = ("algo", "env", "seed", "timesteps", "eval_return_mean", "eval_return_std",
                  "wall_seconds")
 OPTIONAL_FIELDS = ("train_return_mean",)

@@ -188,7 +188,7 @@ def test_reading_results_without_a_column_names_it(tmp_path):
 def test_unknown_algorithm_names_it_and_the_allowed_ones():
     with pytest.raises(ValueError) as err:
         check_algos(["acktr", "ppo"])
-    assert "'ppo'" in str(err.value) and "acktr, a2c, sb3-a2c, trpo" in str(err.value)
+    assert "'ppo'" in str(err.value) and "acktr, a2c, sb3-a2c, trpo, sb3-ppo" in str(err.value)
     assert check_algos(["a2c", "a2c", "trpo"]) == ["a2c", "trpo"]
 
 
@@ -413,7 +413,7 @@ def test_a_failing_run_is_reported_and_the_others_finish(tmp_path):
 
 @pytest.mark.medium
 def test_compare_smoke_then_rerun_skips_finished_and_continues_unfinished(tmp_path):
-    s = _settings(tmp_path, algos=["acktr", "a2c", "sb3-a2c", "trpo"], timesteps=1024,
+    s = _settings(tmp_path, algos=["acktr", "a2c", "sb3-a2c", "trpo", "sb3-ppo"], timesteps=1024,
                   jobs=2, command="test")
     assert compare.run_compare(s, log=lambda m: None) == 0
     rows = read_results(s.out / "results.csv")
@@ -423,6 +423,7 @@ def test_compare_smoke_then_rerun_skips_finished_and_continues_unfinished(tmp_pa
     per_algo = {a: [r["timesteps"] for r in rows if r["algo"] == a] for a in ALGOS}
     assert per_algo["a2c"] == [512, 1024] and per_algo["sb3-a2c"] == [520, 1040]  # 8 x 5
     assert per_algo["trpo"] == [1024]  # zoo CartPole TRPO: 2 envs x 512 steps per update
+    assert per_algo["sb3-ppo"] == [512, 1024]  # zoo CartPole PPO: 8 envs x 32 steps
     runs = s.out / "runs" / "CartPole-v1"
     first = (runs / "acktr" / "seed0" / "done.json").stat().st_mtime
     before = read_results(runs / "a2c" / "seed0" / "evals.csv")
@@ -430,7 +431,7 @@ def test_compare_smoke_then_rerun_skips_finished_and_continues_unfinished(tmp_pa
         (runs / algo / "seed0" / "done.json").unlink()
     messages = []
     assert compare.run_compare(s, log=messages.append) == 0
-    assert "skipping 2 finished run(s); 2 to run" in messages
+    assert "skipping 3 finished run(s); 2 to run" in messages
     assert "continuing CartPole-v1/a2c/seed0" in messages
     assert "started CartPole-v1/trpo/seed0" in messages
     assert (runs / "acktr" / "seed0" / "done.json").stat().st_mtime == first
