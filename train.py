@@ -106,6 +106,11 @@ def _compare_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", action="append", default=[], metavar="ENV=VALUE",
                    help="return threshold for 'steps to threshold' (repeatable; a bare VALUE "
                    "applies to every env; default: configs/baselines/thresholds.yaml)")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="folder kept under version control (e.g. docs/data/NAME): each finished "
+                   "run's light files (spec, evaluations, progress.csv, summary; no checkpoint) "
+                   "are copied there as it finishes, with the report; runs finished there are "
+                   "taken instead of redone (another session, an empty --out)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value of our agents (acktr, a2c), e.g. "
                    "--set env.num_envs=16 (repeatable)")
@@ -122,7 +127,7 @@ def compare_main(argv: list[str]) -> int:
         first_seed=args.first_seed, timesteps=parse_timesteps(args.timesteps), jobs=args.jobs,
         threads=args.threads, device=args.device, eval_episodes=args.eval_episodes,
         eval_points=args.eval_points, thresholds=parse_thresholds(args.threshold, args.env),
-        overrides=args.overrides,
+        overrides=args.overrides, data=args.data,
         command="python train.py compare " + " ".join(shlex.quote(a) for a in argv),
     )
     try:

@@ -149,6 +149,14 @@ class PolicyConfig:
     """Width of the Nature CNN's fully connected layer."""
     log_std_init: float = 0.0
     """Initial state-independent log standard deviation of Gaussian policies."""
+    prev_obs: bool = False
+    """Vector observations: the actor and critic also see the previous (normalized) observation
+    of the episode, zeros at its first step (the original MuJoCo ACKTR's ``prev_ob``;
+    ``envs.extra_inputs``). Default False."""
+    critic_time_scale: float | None = field(default=None, metadata=_positive())
+    """Vector observations: the critic alone also sees the step index within the episode times
+    this (0 at each reset); the original MuJoCo ACKTR's value function used 0.1. None (default):
+    off."""
 
 
 @dataclass

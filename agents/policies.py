@@ -225,7 +225,8 @@ class MLPActorCritic(_ActorCriticAPI):
 
     Build one optimizer per network with ``policy.actor`` and ``policy.critic``. Init:
     orthogonal, gain sqrt(2) for hidden layers, 0.01 for the policy output, 1.0 for the value
-    output.
+    output. The last ``critic_only_inputs`` observation columns go to the critic alone (the
+    time step of ``envs.extra_inputs``).
 
     Args:
         obs_dim: Length of one observation vector.
@@ -234,6 +235,7 @@ class MLPActorCritic(_ActorCriticAPI):
         activation: ``"tanh"``, ``"relu"`` or ``"elu"``, default ``"tanh"``.
         log_std_init: Initial ``log_std`` for Box actions, default 0.0.
         critic_activation: The critic's activation if different, default None (``activation``).
+        critic_only_inputs: Trailing observation columns the actor does not see, default 0.
     """
 
     def __init__(
@@ -244,14 +246,20 @@ class MLPActorCritic(_ActorCriticAPI):
         activation: str = "tanh",
         log_std_init: float = 0.0,
         critic_activation: str | None = None,
+        critic_only_inputs: int = 0,
     ) -> None:
         super().__init__()
+        if not 0 <= critic_only_inputs < obs_dim:
+            raise ValueError(f"critic_only_inputs must be in [0, {obs_dim}), got "
+                             f"{critic_only_inputs}")
+        self.actor_inputs = obs_dim - critic_only_inputs
         critic_activation = critic_activation or activation
         for name in (activation, critic_activation):
             if name not in ACTIVATIONS:
                 raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
         self.spec: DistributionSpec = make_distribution(action_space)
-        self.actor = Actor(obs_dim, self.spec, tuple(hidden_sizes), activation, log_std_init)
+        self.actor = Actor(self.actor_inputs, self.spec, tuple(hidden_sizes), activation,
+                           log_std_init)
         self.critic = mlp(obs_dim, tuple(hidden_sizes), 1, critic_activation, VALUE_GAIN)
 
     @property
@@ -264,11 +272,11 @@ class MLPActorCritic(_ActorCriticAPI):
     def forward(self, obs: Tensor) -> tuple[Distribution, Tensor]:
         """Distribution and value for a batch ``(B, obs_dim)`` of observations."""
         obs = obs.float()
-        return self.actor(obs), self.critic(obs).squeeze(-1)
+        return self.actor(obs[..., :self.actor_inputs]), self.critic(obs).squeeze(-1)
 
     def distribution(self, obs: Tensor) -> Distribution:
         """The actor's distribution for ``obs``, without running the critic."""
-        return self.actor(obs.float())
+        return self.actor(obs.float()[..., :self.actor_inputs])
 
     def value(self, obs: Tensor) -> Tensor:
         """``V(obs)``, shape ``(B,)``."""
@@ -311,6 +319,7 @@ def make_policy(
             config.activation,
             config.log_std_init,
             config.critic_activation,
+            critic_only_inputs=int(config.critic_time_scale is not None),
         )
     raise ValueError(
         f"unsupported observation space {type(observation_space).__name__} "

@@ -146,7 +146,9 @@ def separate_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cf
     opt, critic_opt = opts.main, opts.critic
     assert isinstance(opt, acktr.KFAC) and critic_opt is not None
     obs = batch.obs.float()
-    dist = _forward_with_fisher_pass(actor, obs, opt, policy_fisher_loss)
+    # the actor does not see the critic-only inputs (the time step, envs.extra_inputs)
+    actor_obs = obs[..., :policy.actor_inputs]  # type: ignore[attr-defined]
+    dist = _forward_with_fisher_pass(actor, actor_obs, opt, policy_fisher_loss)
     log_probs = dist.log_prob(batch.actions)
     entropy = dist.entropy().mean()
     pg_loss = -(_advantages(batch, cfg).detach() * log_probs).mean() - algo.ent_coef * entropy
@@ -156,7 +158,7 @@ def separate_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cf
     grad_norm = _clip(actor.parameters(), algo.max_grad_norm)
     opt.step()
     with torch.no_grad():
-        kl = float(dist.kl(actor(obs)).mean()) if hasattr(dist, "kl") else float("nan")
+        kl = float(dist.kl(actor(actor_obs)).mean()) if hasattr(dist, "kl") else float("nan")
     kl = mean_over_ranks(kl)  # every rank adapts its step size identically
     if algo.target_kl is not None:
         adapt_step_size(opt, kl, algo.target_kl)
@@ -169,7 +171,9 @@ def separate_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cf
         average_gradients(critic.parameters())
         critic_opt.step()
     metrics = _loss_metrics(pg_loss, vf_loss, entropy, grad_norm)
-    metrics["kl"] = kl
+    metrics["kl"] = kl  # achieved KL(old || new) on the batch, next to the target it adapts to
+    if algo.target_kl is not None:
+        metrics["target_kl"] = algo.target_kl
     metrics.update(_optimizer_metrics(opt, "opt"))
     metrics.update(_optimizer_metrics(critic_opt, "critic_opt"))
     return metrics

@@ -401,6 +401,56 @@ def test_report_from_finished_runs(tmp_path):
 
 
 @pytest.mark.medium
+def test_compare_takes_finished_runs_from_committed_data_instead_of_redoing_them(tmp_path):
+    # Session 1 runs seed 0 with --data: the run's light files land in data as it finishes.
+    data = tmp_path / "data"
+    first = _settings(tmp_path, out=tmp_path / "session1", data=data, command="one")
+    assert compare.run_compare(first, log=lambda m: None) == 0
+    kept = data / "runs" / "CartPole-v1" / "a2c" / "seed0"
+    assert sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file()) == sorted(
+        compare.DATA_FILES)  # spec, evaluations, log, config, progress, summary; no checkpoint
+    assert read_results(data / "results.csv") == read_results(first.out / "results.csv")
+    # Session 2, another machine: an empty --out, the committed data, one more seed.
+    second = _settings(tmp_path, out=tmp_path / "session2", data=data, seeds=2, command="two")
+    messages = []
+    assert compare.run_compare(second, log=messages.append) == 0
+    assert "took 1 finished run(s) from " + str(data) in messages
+    assert "skipping 1 finished run(s); 1 to run" in messages
+    assert "started CartPole-v1/a2c/seed1" in messages
+    assert "started CartPole-v1/a2c/seed0" not in messages
+    rows = read_results(data / "results.csv")
+    assert [(r["seed"], r["timesteps"]) for r in rows] == [(0, 128), (0, 256), (1, 128), (1, 256)]
+    assert rows[:2] == read_results(first.out / "results.csv")  # seed 0 as session 1 made it
+    assert json.loads((data / "compare.json").read_text())["commands"] == ["one", "two"]
+    # A run of another command sharing the folder stays in its report.
+    third = _settings(tmp_path, out=tmp_path / "session3", data=data, algos=["acktr"],
+                      command="three")
+    assert compare.run_compare(third, log=lambda m: None) == 0
+    assert {r["algo"] for r in read_results(data / "results.csv")} == {"a2c", "acktr"}
+    # Committed data made with other settings is an error before anything starts.
+    other = _settings(tmp_path, out=tmp_path / "session4", data=data, timesteps=512)
+    with pytest.raises(ValueError, match="other settings.*timesteps: 256 then, 512 now"):
+        compare.run_compare(other, log=lambda m: None)
+    assert not (tmp_path / "session4" / "runs").exists()
+
+
+def test_an_unfinished_run_in_out_is_replaced_by_the_finished_one_in_data(tmp_path):
+    spec = _spec()
+    _finish(tmp_path / "data", spec)
+    partial = tmp_path / "out" / "runs" / spec.key
+    partial.mkdir(parents=True)
+    (partial / "spec.json").write_text(json.dumps(dataclasses.asdict(spec)))
+    (partial / "evals.csv").write_text("stale")
+    assert compare.import_finished([spec], tmp_path / "out", tmp_path / "data",
+                                   log=lambda m: None) == [spec.key]
+    assert run_status(spec, partial) == "done"
+    assert (partial / "evals.csv").read_text() == (
+        tmp_path / "data" / "runs" / spec.key / "evals.csv").read_text()
+    with pytest.raises(ValueError, match="no finished run"):
+        compare.export_run(tmp_path / "nothing", tmp_path / "x")
+
+
+@pytest.mark.medium
 def test_a_failing_run_is_reported_and_the_others_finish(tmp_path):
     good, bad = _spec(), _spec(seed=1, overrides=("kfac.lr=-1",))
     messages = []

@@ -239,3 +239,16 @@ def test_two_updates_give_finite_metrics_and_move_every_parameter(config, algo):
     assert metrics and all(math.isfinite(v) for v in metrics.values()), metrics
     unchanged = [k for k, v in policy.state_dict().items() if torch.equal(v, before[k])]
     assert not unchanged
+
+
+def test_original_extra_inputs_train_and_resume_exactly(tmp_path, monkeypatch):
+    # openai/baselines old_acktr_cont: [obs, prev obs] for both networks, t / 10 for the critic
+    pytest.importorskip("mujoco")
+    cfg = make_cfg(*PENDULUM, "policy.prev_obs=true", "policy.critic_time_scale=0.1", updates=6)
+    run(cfg, tmp_path / "full")
+    p = params(tmp_path / "full")
+    assert p["actor.net.0.weight"].shape[1] == 8 and p["critic.0.weight"].shape[1] == 9
+    interrupted_then_resumed(monkeypatch, cfg, tmp_path / "cut", 3)
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
+    logged = rows(tmp_path / "full")[-1]
+    assert float(logged["target_kl"]) == cfg.algo.target_kl and float(logged["kl"]) > 0
