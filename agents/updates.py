@@ -171,6 +171,12 @@ def separate_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cf
         average_gradients(critic.parameters())
         critic_opt.step()
     metrics = _loss_metrics(pg_loss, vf_loss, entropy, grad_norm)
+    # how well the critic explains the value targets before and after its fit (the original's
+    # EVBefore / EVAfter)
+    with torch.no_grad():
+        fitted = critic(obs).squeeze(-1)
+    metrics["value_ev_before"] = explained_variance(batch.values, batch.returns)
+    metrics["value_ev_after"] = explained_variance(fitted, batch.returns)
     metrics["kl"] = kl  # achieved KL(old || new) on the batch, next to the target it adapts to
     if algo.target_kl is not None:
         metrics["target_kl"] = algo.target_kl
@@ -200,6 +206,13 @@ def _forward_with_fisher_pass(module: nn.Module, obs: Tensor, opt: acktr.KFAC,
 def _value_fisher_loss(values: Tensor) -> Tensor:
     """The critic's Gauss-Newton metric: a Gaussian output with a sampled target."""
     return acktr.fisher_loss(values.squeeze(-1), "gaussian")
+
+
+def explained_variance(predicted: Tensor, target: Tensor) -> Tensor:
+    """``1 - Var(target - predicted) / Var(target)`` (1: perfect, 0: no better than the mean;
+    NaN when the targets do not vary)."""
+    var = target.var()
+    return 1.0 - (target - predicted).var() / var if var > 0 else torch.tensor(float("nan"))
 
 
 def adapt_step_size(opt: acktr.KFAC, kl: float, target_kl: float) -> None:

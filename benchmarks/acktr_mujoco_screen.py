@@ -3,6 +3,7 @@
     python -m benchmarks.acktr_mujoco_screen run --protocol ip --candidates base target_kl_0.01
     python -m benchmarks.acktr_mujoco_screen run --protocol dev --candidates base normalize_reward
     python -m benchmarks.acktr_mujoco_screen report          # the table, from docs/data
+    python -m benchmarks.acktr_mujoco_screen report --write docs/results.md   # ... into the page
     python -m benchmarks.acktr_mujoco_screen list            # candidates and protocols
 
 Each candidate is ``configs/mujoco.yaml`` plus ``--set`` overrides (:data:`CANDIDATES`; ``base``
@@ -31,6 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 OUT = Path("results/screen")
 DATA = Path("docs/data/acktr_screen")
+# The 1M-step runs of configs/mujoco.yaml whose first 300k steps are protocol dev's base.
+BASE_FROM = {"dev": Path("docs/data/compare_mujoco/results.csv"),
+             "check": Path("docs/data/compare_mujoco/results.csv")}
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,18 @@ PROTOCOLS: dict[str, Protocol] = {
     # The issue's goal: 1000 within 50k steps. Evaluated every 5k steps up to 60k.
     "ip": Protocol(("InvertedPendulum-v5",), "60k", 12,
                    note="evaluation every 5k steps; the goal is 1000 by 50k"),
-    # HalfCheetah, Hopper, Walker2d for 300k steps, evaluated every 50k: the 1M curves of
+    # HalfCheetah, Hopper, Walker2d for 300k steps, evaluated every 100k: the 1M curves of
     # docs/data/compare_mujoco already order ACKTR and TRPO by 300k (TRPO is past 1000 on
-    # Hopper and Walker2d at 200k, ACKTR at 300k / 500k).
-    "dev": Protocol(("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"), "300k", 6,
-                    note="300k-step screening; the ordering of the 1M curves is visible by then"),
+    # Hopper and Walker2d at 200k, ACKTR at 300k / 500k). Same evaluation points as those 1M
+    # runs, whose first 300k are the same runs (constant step-size schedule, evaluation does
+    # not change a run): `base` is taken from them (BASE_FROM), checked by rerunning a seed.
+    # Walker2d first: the env where ACKTR trails TRPO most (compare runs env-major).
+    "dev": Protocol(("Walker2d-v5", "Hopper-v5", "HalfCheetah-v5"), "300k", 3,
+                    note="300k-step screening, evaluated at 100k, 200k, 300k; the ordering of "
+                    "the 1M curves is visible by then"),
+    # One seed of dev's base rerun: its evaluations must equal the 1M runs' at 100k-300k.
+    "check": Protocol(("Hopper-v5",), "300k", 3, seeds=1,
+                      note="check that dev's base equals the first 300k of the 1M runs"),
 }
 
 CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -102,7 +113,8 @@ def compare_command(protocol: str, candidate: str) -> list[str]:
 
 def run(protocol: str, candidates: list[str], jobs: int) -> int:
     """Run the candidates' compare commands, ``jobs`` at once, niced; returns 1 if any failed."""
-    queue = [compare_command(protocol, c) for c in candidates]
+    queue = [compare_command(*c.split(":", 1)) if ":" in c else compare_command(protocol, c)
+             for c in candidates]
     running: list[tuple[subprocess.Popen, str]] = []
     failed = 0
     (REPO / OUT).mkdir(parents=True, exist_ok=True)
@@ -136,18 +148,35 @@ def report(data: Path = DATA) -> str:
     import numpy as np
 
     from agents.compare_report import area_under_curve, read_results
+    from agents.config import parse_timesteps
 
     lines = []
     for protocol, p in PROTOCOLS.items():
         root = REPO / data / protocol
-        if not root.is_dir():
+        if not root.is_dir() and protocol not in BASE_FROM:
             continue
         grid = None
         by_candidate: dict[str, list[dict]] = {}
-        for csv_path in sorted(root.glob("*/results.csv")):
-            by_candidate[csv_path.parent.name] = read_results(csv_path)
+        for done in sorted(root.glob("*/runs/*/*/*/done.json")):  # finished runs only
+            candidate = done.relative_to(root).parts[0]
+            by_candidate.setdefault(candidate, []).extend(
+                read_results(done.parent / "evals.csv"))
         lines += [f"### Protocol `{protocol}`: {', '.join(p.envs)}, {p.timesteps} steps, "
                   f"{p.note}", ""]
+        if protocol in BASE_FROM:
+            limit = parse_timesteps(p.timesteps)
+            first = [r for r in read_results(REPO / BASE_FROM[protocol])
+                     if r["algo"] == "acktr" and r["timesteps"] <= limit]
+            if protocol == "check":
+                lines += [_check_line(by_candidate.get("base", []), first), ""]
+                continue
+            # TRPO's runs beside them, for reference (the gap to close)
+            by_candidate["(trpo)"] = [r for r in read_results(REPO / BASE_FROM[protocol])
+                                      if r["algo"] == "trpo" and r["timesteps"] <= limit * 1.01]
+            if "base" not in by_candidate:
+                by_candidate["base"] = first
+                lines += [f"`base`: the first {p.timesteps} steps of the 1M-step ACKTR runs in "
+                          f"{BASE_FROM[protocol].parent}.", ""]
         for env in p.envs:
             stats = {}
             for cand, rows in by_candidate.items():
@@ -161,7 +190,7 @@ def report(data: Path = DATA) -> str:
                     steps = [t for t, _ in curve]
                     grid = grid or steps
                     finals.append(curve[-1][1])
-                    aucs.append(area_under_curve(steps, [v for _, v in curve], steps[-1]))
+                    aucs.append(area_under_curve(steps, [v for _, v in curve], steps))
                     at_goal.append(next((t for t, v in curve if v >= 1000), None))
                 stats[cand] = (seeds, np.array(finals), np.array(aucs), at_goal)
             if not stats:
@@ -180,7 +209,8 @@ def report(data: Path = DATA) -> str:
                 if base is not None and cand != "base":
                     d_final = f"{finals.mean() - base[1].mean():+.0f}"
                     d_auc = f"{aucs.mean() - base[2].mean():+.0f}"
-                overrides = " ".join(f"`{o}`" for o in CANDIDATES.get(cand, ("?",))) or "-"
+                overrides = ("rl-zoo3 TRPO, same 1M runs" if cand == "(trpo)" else
+                             " ".join(f"`{o}`" for o in CANDIDATES.get(cand, ("?",))) or "-")
                 row = (f"| {cand} | {overrides} | {','.join(map(str, seeds))} | "
                        f"{finals.mean():.0f} +- {finals.std():.0f} | "
                        f"{aucs.mean():.0f} +- {aucs.std():.0f} | {d_final} | {d_auc} |")
@@ -191,6 +221,37 @@ def report(data: Path = DATA) -> str:
     return "\n".join(lines)
 
 
+def _check_line(rerun: list[dict], first: list[dict]) -> str:
+    """Whether the rerun's evaluations equal the 1M runs' at the same points."""
+    if not rerun:
+        return "Check not finished yet."
+    pairs = []
+    for r in rerun:
+        same = [f for f in first if (f["env"], f["seed"], f["timesteps"]) ==
+                (r["env"], r["seed"], r["timesteps"])]
+        pairs.append((r, same[0] if same else None))
+    equal = all(f is not None and f["eval_return_mean"] == r["eval_return_mean"]
+                for r, f in pairs)
+    shown = ", ".join(f"{r['timesteps'] // 1000}k: {r['eval_return_mean']:.2f} vs "
+                      + (f"{f['eval_return_mean']:.2f}" if f else "missing") for r, f in pairs)
+    env, seed = rerun[0]["env"], rerun[0]["seed"]
+    return (f"{env} seed {seed} rerun for 300k against the 1M run ({shown}): "
+            + ("identical evaluations, so the 1M runs' first 300k are `base`." if equal else
+               "DIFFERENT evaluations: `base` must be rerun, not taken from the 1M runs."))
+
+
+BEGIN, END = "<!-- acktr_mujoco_screen:begin -->", "<!-- acktr_mujoco_screen:end -->"
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace the text between :data:`BEGIN` and :data:`END` in ``path`` by ``text``."""
+    doc = path.read_text()
+    if BEGIN not in doc or END not in doc:
+        raise ValueError(f"{path} has no {BEGIN} ... {END} section to replace")
+    head, rest = doc.split(BEGIN, 1)
+    path.write_text(head + BEGIN + "\n" + text.rstrip() + "\n" + END + rest.split(END, 1)[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -198,19 +259,27 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run candidates on a protocol")
     r.add_argument("--protocol", choices=sorted(PROTOCOLS), required=True)
     r.add_argument("--candidates", nargs="+", required=True, metavar="NAME",
-                   help=f"from: {', '.join(CANDIDATES)}")
+                   help=f"from: {', '.join(CANDIDATES)}; PROTOCOL:NAME runs NAME on another "
+                   "protocol than --protocol")
     r.add_argument("--jobs", type=int, default=2, help="compare commands at once")
-    sub.add_parser("report", help="print the tables from docs/data/acktr_screen")
+    rep = sub.add_parser("report", help="print the tables from docs/data/acktr_screen")
+    rep.add_argument("--write", type=Path, metavar="MD",
+                     help="also put them between the screen markers of this file "
+                     "(docs/results.md)")
     sub.add_parser("list", help="print the candidates and protocols")
     args = parser.parse_args(argv)
     if args.command == "run":
-        unknown = [c for c in args.candidates if c not in CANDIDATES]
+        unknown = [c for c in args.candidates if c.split(":")[-1] not in CANDIDATES
+                   or c.split(":")[0] not in (*PROTOCOLS, c)]
         if unknown:
             parser.error(f"unknown candidate(s) {', '.join(unknown)}; from: "
                          f"{', '.join(CANDIDATES)}")
         return run(args.protocol, args.candidates, args.jobs)
     if args.command == "report":
-        print(report())
+        text = report()
+        print(text)
+        if args.write:
+            write_section(args.write, text)
         return 0
     for name, overrides in CANDIDATES.items():
         print(f"{name}: {' '.join(overrides) or '(configs/mujoco.yaml)'}")
