@@ -5,6 +5,7 @@
     python -m benchmarks.acktr_mujoco_screen report          # the table, from docs/data
     python -m benchmarks.acktr_mujoco_screen report --write docs/results.md   # ... into the page
     python -m benchmarks.acktr_mujoco_screen list            # candidates and protocols
+    python -m benchmarks.acktr_mujoco_screen status          # finished / unfinished runs
 
 Each candidate is ``configs/mujoco.yaml`` plus ``--set`` overrides (:data:`CANDIDATES`; ``base``
 has none), run by ``train.py compare`` (acktr only) on a protocol's development envs and seeds
@@ -153,7 +154,10 @@ def report(data: Path = DATA) -> str:
     lines = []
     for protocol, p in PROTOCOLS.items():
         root = REPO / data / protocol
-        if not root.is_dir() and protocol not in BASE_FROM:
+        reference = REPO / BASE_FROM[protocol] if protocol in BASE_FROM else None
+        if reference is not None and not reference.is_file():
+            reference = None
+        if not root.is_dir() and reference is None:
             continue
         grid = None
         by_candidate: dict[str, list[dict]] = {}
@@ -163,15 +167,15 @@ def report(data: Path = DATA) -> str:
                 read_results(done.parent / "evals.csv"))
         lines += [f"### Protocol `{protocol}`: {', '.join(p.envs)}, {p.timesteps} steps, "
                   f"{p.note}", ""]
-        if protocol in BASE_FROM:
+        if reference is not None:
             limit = parse_timesteps(p.timesteps)
-            first = [r for r in read_results(REPO / BASE_FROM[protocol])
+            first = [r for r in read_results(reference)
                      if r["algo"] == "acktr" and r["timesteps"] <= limit]
             if protocol == "check":
                 lines += [_check_line(by_candidate.get("base", []), first), ""]
                 continue
             # TRPO's runs beside them, for reference (the gap to close)
-            by_candidate["(trpo)"] = [r for r in read_results(REPO / BASE_FROM[protocol])
+            by_candidate["(trpo)"] = [r for r in read_results(reference)
                                       if r["algo"] == "trpo" and r["timesteps"] <= limit * 1.01]
             if "base" not in by_candidate:
                 by_candidate["base"] = first
@@ -240,6 +244,30 @@ def _check_line(rerun: list[dict], first: list[dict]) -> str:
                "DIFFERENT evaluations: `base` must be rerun, not taken from the 1M runs."))
 
 
+def status(out: Path = OUT, data: Path = DATA) -> str:
+    """Per (protocol, candidate) under ``out``: runs finished, finished runs not yet in
+    ``data`` (a compare killed between the two), and runs begun but not finished."""
+    lines = []
+    for cand_dir in sorted((REPO / out).glob("*/*/")):
+        if not (cand_dir / "runs").is_dir():
+            continue
+        protocol, candidate = cand_dir.parts[-2:]
+        finished, begun, missing = [], [], []
+        for spec in sorted(cand_dir.glob("runs/*/*/*/spec.json")):
+            run_dir = spec.parent
+            key = "/".join(run_dir.parts[-3:])
+            if (run_dir / "done.json").is_file():
+                finished.append(key)
+                if not (REPO / data / protocol / candidate / "runs" / key / "done.json").is_file():
+                    missing.append(key)
+            else:
+                begun.append(key)
+        lines.append(f"{protocol}/{candidate}: {len(finished)} finished"
+                     + (f", NOT in {data}: {', '.join(missing)}" if missing else "")
+                     + (f"; unfinished: {', '.join(begun)}" if begun else ""))
+    return "\n".join(lines)
+
+
 BEGIN, END = "<!-- acktr_mujoco_screen:begin -->", "<!-- acktr_mujoco_screen:end -->"
 
 
@@ -267,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="also put them between the screen markers of this file "
                      "(docs/results.md)")
     sub.add_parser("list", help="print the candidates and protocols")
+    sub.add_parser("status", help="finished / unfinished runs under results/screen")
     args = parser.parse_args(argv)
     if args.command == "run":
         unknown = [c for c in args.candidates if c.split(":")[-1] not in CANDIDATES
@@ -275,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown candidate(s) {', '.join(unknown)}; from: "
                          f"{', '.join(CANDIDATES)}")
         return run(args.protocol, args.candidates, args.jobs)
+    if args.command == "status":
+        print(status())
+        return 0
     if args.command == "report":
         text = report()
         print(text)
