@@ -487,20 +487,26 @@ def import_finished(specs: Sequence[RunSpec], out: Path, data: Path,
                     log: Callable[[str], None] = print) -> list[str]:
     """Take the runs of ``specs`` that ``data`` holds finished (with these settings) and
     ``out`` does not: their files are copied into ``out`` (replacing an unfinished run there),
-    so they count as finished. Returns their keys.
+    so they count as finished; runs finished in ``out`` but missing from ``data`` are copied
+    there. Returns the keys taken from ``data``.
 
     Raises:
         ValueError: ``data`` holds a finished run of one of ``specs`` with other settings.
     """
-    taken = []
+    taken, given = [], []
     for spec in specs:
         src, dst = data / "runs" / spec.key, out / "runs" / spec.key
-        if run_status(spec, src) != "done" or run_status(spec, dst) == "done":
-            continue
-        export_run(src, dst)
-        taken.append(spec.key)
+        in_data, in_out = run_status(spec, src) == "done", run_status(spec, dst) == "done"
+        if in_data and not in_out:
+            export_run(src, dst)
+            taken.append(spec.key)
+        elif in_out and not in_data:  # finished while no --data was given, or copy cut short
+            export_run(dst, src)
+            given.append(spec.key)
     if taken:
         log(f"took {len(taken)} finished run(s) from {data}")
+    if given:
+        log(f"copied {len(given)} finished run(s) missing there to {data}")
     return taken
 
 

@@ -448,6 +448,14 @@ def test_an_unfinished_run_in_out_is_replaced_by_the_finished_one_in_data(tmp_pa
         tmp_path / "data" / "runs" / spec.key / "evals.csv").read_text()
     with pytest.raises(ValueError, match="no finished run"):
         compare.export_run(tmp_path / "nothing", tmp_path / "x")
+    # a run finished in out whose copy to data was lost is copied again
+    other = _spec(seed=1)
+    _finish(tmp_path / "out", other)
+    messages = []
+    assert compare.import_finished([spec, other], tmp_path / "out", tmp_path / "data",
+                                   log=messages.append) == []
+    assert messages == [f"copied 1 finished run(s) missing there to {tmp_path / 'data'}"]
+    assert run_status(other, tmp_path / "data" / "runs" / other.key) == "done"
 
 
 @pytest.mark.medium
