@@ -89,6 +89,8 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     # exploration
     "log_std_-0.5": ("policy.log_std_init=-0.5",),
     "ent_0.001": ("algo.ent_coef=0.001",),
+    # initialization
+    "normc_init": ("policy.init=normc",),
     # policy K-FAC
     "damping_0.001": ("kfac.damping=0.001",),
     "stat_decay_0.95": ("kfac.stat_decay=0.95",),

@@ -237,3 +237,17 @@ def test_the_time_step_column_reaches_the_critic_alone() -> None:
     assert not torch.allclose(v1, v2)
     with pytest.raises(ValueError, match=r"critic_only_inputs must be in \[0, 5\), got 5"):
         MLPActorCritic(5, gym.spaces.Discrete(2), critic_only_inputs=5)
+
+
+def test_normc_init_is_the_original_mujoco_acktrs() -> None:
+    torch.manual_seed(0)
+    policy = make_policy(gym.spaces.Box(-1, 1, (6,)), gym.spaces.Box(-1, 1, (2,)),
+                         PolicyConfig(init="normc"))
+    for net, gains in ((policy.actor.net, (1.0, 1.0, 0.1)), (policy.critic, (1.0, 1.0, 1.0))):
+        linears = [m for m in net if isinstance(m, nn.Linear)]
+        for layer, gain in zip(linears, gains, strict=True):
+            norms = layer.weight.norm(dim=1)  # each unit's incoming weights
+            torch.testing.assert_close(norms, torch.full_like(norms, gain))
+            assert torch.all(layer.bias == 0)
+    with pytest.raises(ValueError, match="init must be one of"):
+        MLPActorCritic(3, gym.spaces.Discrete(2), init="xavier")
