@@ -203,9 +203,10 @@ def report(data: Path = DATA) -> str:
                 continue
             lines += [f"{env}:", "",
                       "| candidate | overrides | seeds | final | AUC | final vs base | "
-                      "AUC vs base |" + (" first eval >= 1000 (per seed) |" if
-                                         env.startswith("InvertedPendulum") else ""),
-                      "|---|---|---|---|---|---|---|" + ("---|" if env.startswith(
+                      "AUC vs base | training (medians over updates) |"
+                      + (" first eval >= 1000 (per seed) |" if
+                         env.startswith("InvertedPendulum") else ""),
+                      "|---|---|---|---|---|---|---|---|" + ("---|" if env.startswith(
                           "InvertedPendulum") else "")]
             base = stats.get("base")
             order = ["base"] + sorted(c for c in stats if c != "base")
@@ -219,12 +220,52 @@ def report(data: Path = DATA) -> str:
                              " ".join(f"`{o}`" for o in CANDIDATES.get(cand, ("?",))) or "-")
                 row = (f"| {cand} | {overrides} | {','.join(map(str, seeds))} | "
                        f"{finals.mean():.0f} +- {finals.std():.0f} | "
-                       f"{aucs.mean():.0f} +- {aucs.std():.0f} | {d_final} | {d_auc} |")
+                       f"{aucs.mean():.0f} +- {aucs.std():.0f} | {d_final} | {d_auc} | "
+                       f"{training_diagnostics(root / cand, env)} |")
                 if env.startswith("InvertedPendulum"):
                     row += " " + ", ".join(f"{t // 1000}k" if t else "-" for t in at_goal) + " |"
                 lines.append(row)
             lines.append("")
     return "\n".join(lines)
+
+
+def training_diagnostics(candidate_dir: Path, env: str) -> str:
+    """From the finished runs' ``progress.csv``: the achieved KL of the policy step against
+    its target, how often K-FAC's trust region (``kfac.kl_clip``) shrank the step, the final
+    policy's entropy (nats) and the critic's explained variance after its fit; medians over
+    every update of every seed (the entropy: over seeds, at the last update). Empty without
+    progress files."""
+    import csv
+    import math
+
+    import numpy as np
+
+    ratio, clipped, ev = [], [], []
+    stds = []
+    for done in sorted(candidate_dir.glob(f"runs/{env.replace('/', '_')}/*/*/done.json")):
+        path = done.parent / "train" / "progress.csv"
+        if not path.is_file():
+            continue
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        for r in rows:
+            if r.get("target_kl") not in (None, ""):
+                ratio.append(float(r["kl"]) / float(r["target_kl"]))
+            clipped.append(float(r.get("opt/trust_scale", 1.0) or 1.0) < 1.0)
+            if r.get("value_ev_after") not in (None, ""):
+                ev.append(float(r["value_ev_after"]))
+        if rows and rows[-1].get("entropy"):
+            stds.append(float(rows[-1]["entropy"]))  # the policy's entropy at the last update
+    parts = []
+    if ratio:
+        parts.append(f"KL/target {np.median(ratio):.2f}")
+    if clipped:
+        parts.append(f"trust-clipped {100 * np.mean(clipped):.0f}%")
+    if ev:
+        parts.append(f"critic EV {np.median([e for e in ev if math.isfinite(e)]):.2f}")
+    if stds:
+        parts.append(f"final entropy {np.median(stds):.2f}")
+    return ", ".join(parts)
 
 
 def _check_line(rerun: list[dict], first: list[dict]) -> str:
