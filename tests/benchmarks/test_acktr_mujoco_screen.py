@@ -48,3 +48,14 @@ def test_report_gives_final_auc_their_change_and_the_first_step_at_1000(tmp_path
     with pytest.raises(ValueError, match="no .* section"):
         screen.write_section(tmp_path / "d" / "ip" / "base" / "runs" / "InvertedPendulum-v5" /
                              "acktr" / "seed0" / "evals.csv", "x")
+
+
+def test_training_diagnostics_from_progress_files(tmp_path):
+    _run(tmp_path, "base", 0, [(5000, 1.0)])
+    train = tmp_path / "ip" / "base" / "runs" / "InvertedPendulum-v5" / "acktr" / "seed0" / "train"
+    train.mkdir()
+    (train / "progress.csv").write_text(
+        "update,kl,target_kl,opt/trust_scale,value_ev_after,entropy\n"
+        "1,0.001,0.002,1.0,0.5,1.4\n2,0.004,0.002,0.5,0.7,1.3\n3,0.002,0.002,1.0,0.9,1.2\n")
+    assert screen.training_diagnostics(tmp_path / "ip" / "base", "InvertedPendulum-v5") == (
+        "KL/target 1.00, trust-clipped 33%, critic EV 0.70, final entropy 1.20")
