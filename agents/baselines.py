@@ -30,8 +30,10 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
-import yaml
 from torch import Tensor, nn
+
+from agents.errors import BadInputError
+from agents.files import read_yaml
 
 BaselineAlgo = Literal["sb3-a2c", "trpo", "sb3-ppo"]
 BASELINE_ALGOS: tuple[str, ...] = ("sb3-a2c", "trpo", "sb3-ppo")
@@ -132,9 +134,9 @@ def _config_path(algo: str, config_dir: Path | None) -> Path:
 
 
 def _check_keys(where: str, data: dict[str, Any], allowed: Sequence[str]) -> None:
-    unknown = sorted(k for k in data if k not in allowed)
+    unknown = sorted(str(k) for k in data if k not in allowed)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+        raise BadInputError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
                          f"valid keys: {', '.join(sorted(allowed))}")
 
 
@@ -156,12 +158,19 @@ def load_baseline_spec(
     """
     check_baseline_algo(algo)
     path = _config_path(algo, config_dir)
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path, "baseline config", empty={})
     _check_keys(str(path), data, ("atari", "envs"))
+    envs = data.get("envs") or {}
+    if not isinstance(envs, dict):
+        raise BadInputError(f"{path}: 'envs' must be a mapping of env ids to entries, got "
+                            f"{type(envs).__name__}")
     zoo_file = ZOO_FILES[algo]
-    entry: dict[str, Any] | None = (data.get("envs") or {}).get(env_id)
+    entry: dict[str, Any] | None = envs.get(env_id)
     if entry is None and kind == "atari":
         entry = data.get("atari")
+    if entry is not None and not isinstance(entry, dict):
+        raise BadInputError(f"{path}: the entry of {env_id} must be a mapping of "
+                            f"hyperparameters, got {type(entry).__name__} {entry!r:.40}")
     if entry is None:
         entry, source = {}, "untuned (SB3 defaults; no rl-zoo3 entry)"
     else:
@@ -181,7 +190,10 @@ def spec_from_entry(
         "tensorboard_log", "_init_setup_model", "rollout_buffer_class", "rollout_buffer_kwargs",
     }
     _check_keys(where, entry, [*ENTRY_KEYS, *sorted(valid)])
-    policy_kwargs = dict(entry.get("policy_kwargs") or {})
+    policy_kwargs = entry.get("policy_kwargs") or {}
+    if not isinstance(policy_kwargs, dict):
+        raise BadInputError(f"{where}: policy_kwargs must be a mapping, got {policy_kwargs!r:.40}")
+    policy_kwargs = dict(policy_kwargs)
     _check_keys(f"{where}: policy_kwargs", policy_kwargs, POLICY_KWARGS)
     normalize = entry.get("normalize", False)
     if isinstance(normalize, dict):
@@ -191,23 +203,24 @@ def spec_from_entry(
     elif isinstance(normalize, bool):
         norm_obs = norm_reward = normalize
     else:
-        raise ValueError(f"{where}: normalize must be true, false or {{obs: .., reward: ..}}, "
-                         f"got {normalize!r}")
+        raise BadInputError(f"{where}: normalize must be true, false or "
+                            f"{{obs: .., reward: ..}}, got {normalize!r}")
     schedules = {}
     for name in ("learning_rate_schedule", "clip_range_schedule"):
         schedules[name] = entry.get(name, "constant")
         if schedules[name] not in ("constant", "linear"):
-            raise ValueError(f"{where}: {name} must be 'constant' or 'linear', "
-                             f"got {schedules[name]!r}")
+            raise BadInputError(f"{where}: {name} must be 'constant' or 'linear', "
+                                f"got {schedules[name]!r}")
     if schedules["clip_range_schedule"] != "constant" and "clip_range" not in valid:
-        raise ValueError(f"{where}: clip_range_schedule is for PPO; {algo} has no clip_range")
+        raise BadInputError(f"{where}: clip_range_schedule is for PPO; {algo} has no "
+                            "clip_range")
     default_policy = "CnnPolicy" if kind == "atari" else "MlpPolicy"
     policy = entry.get("policy", default_policy)
     if policy not in ("MlpPolicy", "CnnPolicy"):
-        raise ValueError(f"{where}: policy must be 'MlpPolicy' or 'CnnPolicy', got {policy!r}")
-    n_envs = int(entry.get("n_envs", 1))
-    if n_envs < 1:
-        raise ValueError(f"{where}: n_envs must be >= 1, got {n_envs}")
+        raise BadInputError(f"{where}: policy must be 'MlpPolicy' or 'CnnPolicy', got {policy!r}")
+    n_envs = entry.get("n_envs", 1)
+    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
+        raise BadInputError(f"{where}: n_envs must be a whole number >= 1, got {n_envs!r}")
     sb3_policy_kwargs(policy_kwargs, where)  # validates names
     return BaselineSpec(
         algo=algo, env_id=env_id, source=source, policy=policy, n_envs=n_envs,
@@ -225,13 +238,14 @@ def sb3_policy_kwargs(data: dict[str, Any], where: str = "policy_kwargs") -> dic
     out = {k: v for k, v in data.items() if k not in ("activation_fn", "optimizer")}
     if "activation_fn" in data:
         name = data["activation_fn"]
-        if name not in ACTIVATIONS:
-            raise ValueError(f"{where}: activation_fn {name!r}; allowed: {', '.join(ACTIVATIONS)}")
+        if not isinstance(name, str) or name not in ACTIVATIONS:
+            raise BadInputError(f"{where}: activation_fn {name!r}; allowed: "
+                                f"{', '.join(ACTIVATIONS)}")
         out["activation_fn"] = ACTIVATIONS[name]
     if "optimizer" in data:
         name = data["optimizer"]
-        if name not in OPTIMIZERS:
-            raise ValueError(f"{where}: optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+        if not isinstance(name, str) or name not in OPTIMIZERS:
+            raise BadInputError(f"{where}: optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
         if name == "rmsprop_tf_like":
             from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
