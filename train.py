@@ -101,7 +101,8 @@ def _compare_parser() -> argparse.ArgumentParser:
         prog="train.py compare",
         description="Compare algorithms on the same envs, seeds, budget and evaluation: our "
         "ACKTR and A2C (family configs in configs/) and the baselines sb3-a2c "
-        "(stable-baselines3 A2C) and trpo (sb3-contrib TRPO) with rl-zoo3's tuned "
+        "(stable-baselines3 A2C), sb3-ppo (stable-baselines3 PPO) and trpo (sb3-contrib TRPO) "
+        "with rl-zoo3's tuned "
         "hyperparameters (configs/baselines/), and on request sb3-acktr (our ACKTR as a "
         "stable-baselines3 algorithm, configs/zoo/acktr.yml). Writes results.csv, "
         "curves_<env>.png and summary.md into --out; rerunning the same command skips finished "
@@ -128,6 +129,11 @@ def _compare_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", action="append", default=[], metavar="ENV=VALUE",
                    help="return threshold for 'steps to threshold' (repeatable; a bare VALUE "
                    "applies to every env; default: configs/baselines/thresholds.yaml)")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="folder kept under version control (e.g. docs/data/NAME): each finished "
+                   "run's light files (spec, evaluations, progress.csv, summary; no checkpoint) "
+                   "are copied there as it finishes, with the report; runs finished there are "
+                   "taken instead of redone (another session, an empty --out)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value of our agents (acktr, a2c), e.g. "
                    "--set env.num_envs=16 (repeatable)")
@@ -144,7 +150,7 @@ def compare_main(argv: list[str]) -> int:
         first_seed=args.first_seed, timesteps=parse_timesteps(args.timesteps), jobs=args.jobs,
         threads=args.threads, device=args.device, eval_episodes=args.eval_episodes,
         eval_points=args.eval_points, thresholds=parse_thresholds(args.threshold, args.env),
-        overrides=args.overrides,
+        overrides=args.overrides, data=args.data,
         command="python train.py compare " + " ".join(shlex.quote(a) for a in argv),
     )
     try:

@@ -1,9 +1,9 @@
-"""Baseline runners: stable-baselines3's A2C (``sb3-a2c``) and sb3-contrib's TRPO (``trpo``),
-and our ACKTR as a stable-baselines3 algorithm (``sb3-acktr``, :mod:`agents.sb3`, with the
-rl-zoo3 hyperparameters of ``configs/zoo/acktr.yml``).
+"""Baseline runners: stable-baselines3's A2C (``sb3-a2c``) and PPO (``sb3-ppo``), sb3-contrib's
+TRPO (``trpo``), and our ACKTR as a stable-baselines3 algorithm (``sb3-acktr``,
+:mod:`agents.sb3`, with the rl-zoo3 hyperparameters of ``configs/zoo/acktr.yml``).
 
-Hyperparameters come from ``configs/baselines/<algo>.yaml`` (rl-zoo3's tuned values as plain
-data). Fairness with our agents (``agents.compare``):
+Hyperparameters come from ``configs/baselines/`` (``sb3-a2c.yaml``, ``trpo.yaml``,
+``ppo.yaml``: rl-zoo3's tuned values as plain data). Fairness with our agents (``agents.compare``):
 
 - evaluation goes through our :func:`agents.evaluate.evaluate`: the same evaluation envs
   (built from our family config), seeds, episode count and deterministic policy; the SB3 policy
@@ -36,27 +36,33 @@ from torch import Tensor, nn
 from agents.errors import BadInputError
 from agents.files import read_yaml
 
-BaselineAlgo = Literal["sb3-a2c", "trpo", "sb3-acktr"]
-BASELINE_ALGOS: tuple[str, ...] = ("sb3-a2c", "trpo", "sb3-acktr")
+BaselineAlgo = Literal["sb3-a2c", "trpo", "sb3-ppo", "sb3-acktr"]
+BASELINE_ALGOS: tuple[str, ...] = ("sb3-a2c", "trpo", "sb3-ppo", "sb3-acktr")
+# rl-zoo3's hyperparameter file of each baseline (provenance in its file of configs/baselines).
+ZOO_FILES = {"sb3-a2c": "a2c.yml", "trpo": "trpo.yml", "sb3-ppo": "ppo.yml"}
+# Each baseline's file in configs/baselines (the issue named PPO's ppo.yaml).
+CONFIG_FILES = {"sb3-a2c": "sb3-a2c.yaml", "trpo": "trpo.yaml", "sb3-ppo": "ppo.yaml"}
+# SB3's own learning rate of each baseline (the start of a linear schedule without one given).
+DEFAULT_LR = {"sb3-a2c": 7e-4, "trpo": 1e-3, "sb3-ppo": 3e-4, "sb3-acktr": 0.25}
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "baselines"
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
 OPTIMIZERS = ("adam", "rmsprop", "rmsprop_tf_like")
 # What an entry may hold besides the algorithm's own constructor arguments.
 ENTRY_KEYS = ("zoo_entry", "source", "policy", "n_envs", "normalize", "learning_rate_schedule",
-              "policy_kwargs")
+              "clip_range_schedule", "policy_kwargs")
 POLICY_KWARGS = ("net_arch", "activation_fn", "log_std_init", "ortho_init", "optimizer",
                  "optimizer_kwargs", "full_std", "squash_output")
-# Action spaces SB3's on-policy algorithms (A2C, TRPO) accept.
+# Action spaces SB3's on-policy algorithms (A2C, PPO, TRPO) accept.
 SB3_ACTION_SPACES = (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete,
                      gym.spaces.MultiBinary)
 
 
 @dataclass
 class BaselineSpec:
-    """One baseline's settings for one env, resolved from ``configs/baselines/<algo>.yaml``.
+    """One baseline's settings for one env, resolved from its file in ``configs/baselines``.
 
     Attributes:
-        algo: ``"sb3-a2c"`` or ``"trpo"``.
+        algo: ``"sb3-a2c"``, ``"trpo"`` or ``"sb3-ppo"``.
         env_id: the gymnasium id.
         source: where the values come from, e.g. ``"rl-zoo3 a2c.yml: HalfCheetah-v4"`` or
             ``"untuned (SB3 defaults)"``.
@@ -66,6 +72,7 @@ class BaselineSpec:
         normalize_reward: VecNormalize on rewards.
         algo_kwargs: constructor arguments of the SB3 class (plain data).
         learning_rate_schedule: ``"constant"`` or ``"linear"`` (to 0 over the run).
+        clip_range_schedule: PPO's clip range, ``"constant"`` or ``"linear"`` (to 0).
         policy_kwargs: plain-data policy settings (see :func:`sb3_policy_kwargs`).
     """
 
@@ -79,6 +86,7 @@ class BaselineSpec:
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
     learning_rate_schedule: Literal["constant", "linear"] = "constant"
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    clip_range_schedule: Literal["constant", "linear"] = "constant"
 
     @property
     def gamma(self) -> float:
@@ -107,6 +115,10 @@ def sb3_class(algo: str) -> type:
             from stable_baselines3 import A2C
 
             return A2C
+        if algo == "sb3-ppo":
+            from stable_baselines3 import PPO
+
+            return PPO
         from sb3_contrib import TRPO
 
         return TRPO
@@ -123,7 +135,7 @@ def check_baseline_algo(algo: str) -> None:
 
 
 def _config_path(algo: str, config_dir: Path | None) -> Path:
-    return (config_dir or CONFIG_DIR) / f"{algo}.yaml"
+    return (config_dir or CONFIG_DIR) / CONFIG_FILES[algo]
 
 
 def _check_keys(where: str, data: dict[str, Any], allowed: Sequence[str]) -> None:
@@ -159,7 +171,7 @@ def load_baseline_spec(
     if not isinstance(envs, dict):
         raise BadInputError(f"{path}: 'envs' must be a mapping of env ids to entries, got "
                             f"{type(envs).__name__}")
-    zoo_file = {"sb3-a2c": "a2c.yml", "trpo": "trpo.yml"}[algo]
+    zoo_file = ZOO_FILES[algo]
     entry: dict[str, Any] | None = envs.get(env_id)
     if entry is None and kind == "atari":
         entry = data.get("atari")
@@ -223,10 +235,15 @@ def spec_from_entry(
     else:
         raise BadInputError(f"{where}: normalize must be true, false or "
                             f"{{obs: .., reward: ..}}, got {normalize!r}")
-    schedule = entry.get("learning_rate_schedule", "constant")
-    if schedule not in ("constant", "linear"):
-        raise BadInputError(f"{where}: learning_rate_schedule must be 'constant' or "
-                            f"'linear', got {schedule!r}")
+    schedules = {}
+    for name in ("learning_rate_schedule", "clip_range_schedule"):
+        schedules[name] = entry.get(name, "constant")
+        if schedules[name] not in ("constant", "linear"):
+            raise BadInputError(f"{where}: {name} must be 'constant' or 'linear', "
+                                f"got {schedules[name]!r}")
+    if schedules["clip_range_schedule"] != "constant" and "clip_range" not in valid:
+        raise BadInputError(f"{where}: clip_range_schedule is for PPO; {algo} has no "
+                            "clip_range")
     default_policy = "CnnPolicy" if kind == "atari" else "MlpPolicy"
     policy = entry.get("policy", default_policy)
     if policy not in ("MlpPolicy", "CnnPolicy"):
@@ -239,7 +256,8 @@ def spec_from_entry(
         algo=algo, env_id=env_id, source=source, policy=policy, n_envs=n_envs,
         normalize_obs=norm_obs, normalize_reward=norm_reward,
         algo_kwargs={k: v for k, v in entry.items() if k in valid},
-        learning_rate_schedule=schedule, policy_kwargs=policy_kwargs,
+        learning_rate_schedule=schedules["learning_rate_schedule"], policy_kwargs=policy_kwargs,
+        clip_range_schedule=schedules["clip_range_schedule"],
     )
 
 
@@ -314,13 +332,14 @@ def make_sb3_env(spec: BaselineSpec, kind: str, seed: int, env_cfg: Any) -> Any:
 
 def make_sb3_model(spec: BaselineSpec, venv: Any, seed: int, device: str,
                    total_timesteps: int) -> Any:
-    """The SB3 model (A2C or TRPO) for ``spec`` on ``venv``; ``total_timesteps`` only matters
-    for a linear learning-rate schedule (SB3 decays it over the ``learn`` call)."""
+    """The SB3 model (A2C, PPO or TRPO) for ``spec`` on ``venv``; ``total_timesteps`` only
+    matters for linear schedules (SB3 decays them over the ``learn`` call)."""
     kwargs = dict(spec.algo_kwargs)
     if spec.learning_rate_schedule == "linear":
-        default_lr = {"sb3-a2c": 7e-4, "trpo": 1e-3, "sb3-acktr": 0.25}[spec.algo]
-        lr0 = float(kwargs.get("learning_rate", default_lr))
+        lr0 = float(kwargs.get("learning_rate", DEFAULT_LR[spec.algo]))
         kwargs["learning_rate"] = _LinearSchedule(lr0)
+    if spec.clip_range_schedule == "linear":
+        kwargs["clip_range"] = _LinearSchedule(float(kwargs.get("clip_range", 0.2)))
     return sb3_class(spec.algo)(
         spec.policy, venv, policy_kwargs=sb3_policy_kwargs(spec.policy_kwargs) or None,
         seed=seed, device=device, verbose=0, **kwargs,

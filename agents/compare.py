@@ -7,8 +7,9 @@ Every algorithm runs on the same env ids, seeds, budget and evaluation protocol:
 
 - our ``acktr`` and ``a2c`` through ``agents.trainer.train`` with the env family's config
   (``configs/atari.yaml``, ``mujoco.yaml`` or ``classic.yaml``, plus ``--set`` overrides);
-  ``sb3-a2c`` and ``trpo`` through ``agents.baselines`` with rl-zoo3's tuned hyperparameters
-  (and ``sb3-acktr``, our ACKTR as an SB3 algorithm, with ``configs/zoo/acktr.yml``);
+  ``sb3-a2c``, ``sb3-ppo`` and ``trpo`` through ``agents.baselines`` with rl-zoo3's tuned
+  hyperparameters (and ``sb3-acktr``, our ACKTR as an SB3 algorithm, with
+  ``configs/zoo/acktr.yml``);
 - evaluation at the same grid of ``--eval-points`` timesteps (``g_k = round(k T / P)``), each at
   the first update boundary at or past ``g_k``, by the same function
   (``agents.evaluate.evaluate``: deterministic policy, ``--eval-episodes`` episodes on fresh envs
@@ -28,6 +29,15 @@ commands that ran). Rerunning a command skips the finished runs; an unfinished r
 continues exactly from its last evaluation point (the trainer checkpoints at every one), an
 unfinished baseline starts over. A finished run made with other settings is an error, not
 silently mixed.
+
+Runs longer than a session: ``--data DIR`` (a folder under version control, e.g.
+``docs/data/...``) keeps the *light* files of each finished run (:data:`DATA_FILES`: its spec,
+evaluations, done marker, log, and our trainer's config, progress.csv and summary; no
+checkpoint, no TensorBoard files) in ``DIR/runs/<env>/<algo>/seed<N>/``, copied there as soon as
+the run finishes, plus the report (``results.csv``, curves, ``summary.md``, ``compare.json``) of
+everything ``DIR`` holds for the command's runs. A later command with the same ``--data`` (on
+another machine, with an empty ``--out``) takes those finished runs from ``DIR`` instead of
+redoing them; a finished run there with other settings is an error.
 """
 
 from __future__ import annotations
@@ -67,6 +77,10 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / "configs"
 FAMILY_CONFIGS = {"atari": "atari.yaml", "mujoco": "mujoco.yaml", "gym": "classic.yaml"}
 THRESHOLDS_FILE = CONFIG_DIR / "baselines" / "thresholds.yaml"
+DATA_FILES: tuple[str, ...] = ("spec.json", "evals.csv", "log.txt", "train/config.yaml",
+                               "train/progress.csv", "train/summary.json", "done.json")
+"""What ``--data`` keeps of a finished run (relative to its folder); ``done.json`` last, so a
+copy cut short is not taken for a finished run."""
 
 
 @dataclass(frozen=True)
@@ -338,8 +352,10 @@ def train_sb3(spec: RunSpec, on_point: PointFn) -> dict[str, Any]:
     kind = resolve_kind(spec.env_id, "auto")
     bspec = load_baseline_spec(spec.algo, spec.env_id, kind)
     cfg = our_config(spec, algo="a2c")
-    eval_cfg = dataclasses.replace(cfg, env=dataclasses.replace(
-        cfg.env, normalize_obs=bspec.normalize_obs, normalize_reward=False))
+    eval_cfg = dataclasses.replace(  # the baseline's own inputs: none of our extra inputs
+        cfg, env=dataclasses.replace(cfg.env, normalize_obs=bspec.normalize_obs,
+                                     normalize_reward=False),
+        policy=dataclasses.replace(cfg.policy, prev_obs=False, critic_time_scale=None))
     device = str(resolve_device(cfg.run.device))
 
     def evaluate_fn(adapter, env_state):
@@ -349,7 +365,7 @@ def train_sb3(spec: RunSpec, on_point: PointFn) -> dict[str, Any]:
 
     out = train_baseline(bspec, kind, spec.seed, spec.timesteps, spec.grid, evaluate_fn,
                          on_point, cfg.env, device)
-    default_steps = {"sb3-a2c": 5, "trpo": 2048, "sb3-acktr": 20}[spec.algo]
+    default_steps = {"sb3-a2c": 5, "trpo": 2048, "sb3-ppo": 2048, "sb3-acktr": 20}[spec.algo]
     return {**out, "device": device, "batch_size": bspec.n_envs * bspec.algo_kwargs.get(
         "n_steps", default_steps), "hyperparameters": bspec.to_dict(),
         "source": bspec.source, "notes": []}
@@ -471,6 +487,54 @@ def _prepare(run_dir: Path, spec: RunSpec) -> bool:
     return False
 
 
+def export_run(run_dir: Path, data_run_dir: Path) -> list[str]:
+    """Copy the :data:`DATA_FILES` of the finished run in ``run_dir`` to ``data_run_dir``
+    (replacing what was there; ``done.json`` last, through a temporary name). Returns the
+    relative paths copied."""
+    if not (run_dir / "done.json").is_file():
+        raise ValueError(f"{run_dir} holds no finished run (no done.json)")
+    if data_run_dir.exists():
+        shutil.rmtree(data_run_dir)
+    copied = []
+    for name in DATA_FILES:
+        src = run_dir / name
+        if src.is_file():
+            dst = data_run_dir / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(dst.name + ".tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+            copied.append(name)
+    return copied
+
+
+def import_finished(specs: Sequence[RunSpec], out: Path, data: Path,
+                    log: Callable[[str], None] = print) -> list[str]:
+    """Take the runs of ``specs`` that ``data`` holds finished (with these settings) and
+    ``out`` does not: their files are copied into ``out`` (replacing an unfinished run there),
+    so they count as finished; runs finished in ``out`` but missing from ``data`` are copied
+    there. Returns the keys taken from ``data``.
+
+    Raises:
+        ValueError: ``data`` holds a finished run of one of ``specs`` with other settings.
+    """
+    taken, given = [], []
+    for spec in specs:
+        src, dst = data / "runs" / spec.key, out / "runs" / spec.key
+        in_data, in_out = run_status(spec, src) == "done", run_status(spec, dst) == "done"
+        if in_data and not in_out:
+            export_run(src, dst)
+            taken.append(spec.key)
+        elif in_out and not in_data:  # finished while no --data was given, or copy cut short
+            export_run(dst, src)
+            given.append(spec.key)
+    if taken:
+        log(f"took {len(taken)} finished run(s) from {data}")
+    if given:
+        log(f"copied {len(given)} finished run(s) missing there to {data}")
+    return taken
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -479,9 +543,10 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def execute(specs: Sequence[RunSpec], out: Path, jobs: int,
-            log: Callable[[str], None] = print) -> list[Outcome]:
+            log: Callable[[str], None] = print, data: Path | None = None) -> list[Outcome]:
     """Run the unfinished ``specs`` in up to ``jobs`` worker processes at once (each with
-    ``OMP_NUM_THREADS`` = its threads); a failing run is reported, the others go on."""
+    ``OMP_NUM_THREADS`` = its threads); a failing run is reported, the others go on. With
+    ``data``, each run's :data:`DATA_FILES` are copied there as soon as it finishes."""
     outcomes: list[Outcome] = []
     pending = []
     for spec in specs:
@@ -517,6 +582,8 @@ def execute(specs: Sequence[RunSpec], out: Path, jobs: int,
                 if proc.returncode == 0 and (run_dir / "done.json").is_file():
                     outcomes.append(Outcome(spec, "done", f"{took:.0f} s"))
                     log(f"finished {spec.key} ({took:.0f} s)")
+                    if data is not None:
+                        export_run(run_dir, data / "runs" / spec.key)
                 else:
                     detail = (f"exit code {proc.returncode}; log {run_dir / 'log.txt'}:\n"
                               f"{_tail(run_dir / 'log.txt')}")
@@ -563,6 +630,7 @@ class CompareSettings:
     thresholds: dict[str, float] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
     command: str = ""
+    data: Path | None = None
 
 
 def validate(s: CompareSettings) -> tuple[list[str], dict[str, dict[str, str]]]:
@@ -600,13 +668,24 @@ def run_compare(s: CompareSettings, log: Callable[[str], None] = print) -> int:
                  s.threads, s.overrides)
     for spec in specs:  # conflicts with finished runs: an error before anything starts
         run_status(spec, s.out / "runs" / spec.key)
+        if s.data is not None:
+            run_status(spec, s.data / "runs" / spec.key)
     thresholds = load_thresholds(envs, s.thresholds)  # a bad file fails before any run
     s.out.mkdir(parents=True, exist_ok=True)
-    _record_command(s)
-    outcomes = execute(specs, s.out, s.jobs, log)
+    _record_command(s.out, s.command)
+    if s.data is not None:
+        s.data.mkdir(parents=True, exist_ok=True)
+        _record_command(s.data, s.command)
+        import_finished(specs, s.out, s.data, log)
+    outcomes = execute(specs, s.out, s.jobs, log, s.data)
     write_report(s.out, specs, sources, thresholds, outcomes)
+    if s.data is not None:
+        held = data_specs(s.data, specs)
+        write_report(s.data, held, sources, load_thresholds(
+            list(dict.fromkeys(sp.env_id for sp in held)), s.thresholds), outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
-    log(f"wrote {s.out / 'results.csv'} and {s.out / 'summary.md'}")
+    log(f"wrote {s.out / 'results.csv'} and {s.out / 'summary.md'}"
+        + (f" (and the same in {s.data})" if s.data is not None else ""))
     if failed:
         log(f"{len(failed)} run(s) failed: {', '.join(o.spec.key for o in failed)} "
             "(details in summary.md; rerun the same command to retry them)")
@@ -614,10 +693,30 @@ def run_compare(s: CompareSettings, log: Callable[[str], None] = print) -> int:
     return 0
 
 
-def _record_command(s: CompareSettings) -> None:
-    path = s.out / "compare.json"
+def data_specs(data: Path, specs: Sequence[RunSpec]) -> list[RunSpec]:
+    """``specs`` and every other finished run in ``data`` with the same protocol (budget,
+    evaluation grid and episodes) as ``specs[0]``: what ``data``'s report covers, so that
+    commands on other envs or algorithms sharing one ``--data`` folder all stay in it."""
+    if not specs:
+        return []
+    protocol = {k: specs[0].comparable()[k] for k in ("timesteps", "grid", "eval_episodes")}
+    keys = {sp.key for sp in specs}
+    extra = []
+    for done in sorted((data / "runs").glob("*/*/*/done.json")):
+        try:
+            spec = RunSpec.from_dict(read_json(done.parent / "spec.json", "run spec"))
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+        if spec.key not in keys and all(spec.comparable()[k] == v for k, v in protocol.items()):
+            extra.append(spec)
+            keys.add(spec.key)
+    return list(specs) + extra
+
+
+def _record_command(folder: Path, command: str) -> None:
+    path = folder / "compare.json"
     record = read_record(path)
-    record["commands"].append(s.command)
+    record["commands"].append(command)
     write_json(path, record)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from agents.files import csv_number, read_csv
 
-ALGO_ORDER = ("acktr", "a2c", "sb3-a2c", "trpo", "sb3-acktr")
+ALGO_ORDER = ("acktr", "a2c", "sb3-a2c", "trpo", "sb3-ppo", "sb3-acktr")
 RESULT_FIELDS = ("algo", "env", "seed", "timesteps", "eval_return_mean", "eval_return_std",
                  "wall_seconds")
 OPTIONAL_FIELDS = ("train_return_mean",)

@@ -154,6 +154,18 @@ class PolicyConfig:
     """Width of the Nature CNN's fully connected layer."""
     log_std_init: float = 0.0
     """Initial state-independent log standard deviation of Gaussian policies."""
+    init: Literal["orthogonal", "normc"] = "orthogonal"
+    """MLP initialization: ``'orthogonal'`` (gains sqrt(2) hidden, 0.01 policy output, 1.0
+    value output) or ``'normc'``, the original MuJoCo ACKTR's (unit-norm Gaussian rows scaled
+    by 1.0 hidden, 0.1 policy output, 1.0 value output). The Nature CNN is always orthogonal."""
+    prev_obs: bool = False
+    """Vector observations: the actor and critic also see the previous (normalized) observation
+    of the episode, zeros at its first step (the original MuJoCo ACKTR's ``prev_ob``;
+    ``envs.extra_inputs``). Default False."""
+    critic_time_scale: float | None = field(default=None, metadata=_positive())
+    """Vector observations: the critic alone also sees the step index within the episode times
+    this (0 at each reset); the original MuJoCo ACKTR's value function used 0.1. None (default):
+    off."""
 
 
 @dataclass

@@ -21,6 +21,7 @@ from agents.config import Config
 from agents.rollout import obs_to_tensor
 from envs import VecEnv, make_vec_env
 from envs.atari import AtariOptions
+from envs.extra_inputs import ExtraInputs
 from envs.registry import resolve_kind
 
 
@@ -32,7 +33,9 @@ def make_env_from_config(
     training: bool = True,
     render_mode: str | None = None,
 ) -> VecEnv:
-    """Build the vectorized env the config describes (training or evaluation mode).
+    """Build the vectorized env the config describes (training or evaluation mode), with the
+    extra inputs ``policy.prev_obs`` / ``policy.critic_time_scale`` ask for
+    (``envs.extra_inputs.ExtraInputs``, above observation normalization).
 
     ``num_envs`` and ``seed`` default to the config's; ``render_mode`` (default None) is passed
     to ``gym.make`` (``"rgb_array"`` for videos).
@@ -52,7 +55,7 @@ def make_env_from_config(
         )
         if not training and e.eval_max_frames is not None:
             atari = dataclasses.replace(atari, max_frames_per_episode=e.eval_max_frames)
-    return make_vec_env(
+    env = make_vec_env(
         e.env_id,
         num_envs if num_envs is not None else e.num_envs,
         cfg.run.seed if seed is None else seed,
@@ -65,6 +68,15 @@ def make_env_from_config(
         training=training,
         render_mode=render_mode,
     )
+    p = cfg.policy
+    if p.prev_obs or p.critic_time_scale is not None:
+        try:
+            env = ExtraInputs(env, prev_obs=p.prev_obs, time_scale=p.critic_time_scale)
+        except ValueError as err:
+            env.close()
+            raise ValueError(f"policy.prev_obs / policy.critic_time_scale on {e.env_id!r}: "
+                             f"{err}") from None
+    return env
 
 
 EpisodeFn = Callable[[float, int], None]

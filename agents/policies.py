@@ -36,11 +36,28 @@ POLICY_GAIN = 0.01
 VALUE_GAIN = 1.0
 
 
+# The original MuJoCo ACKTR's gains (baselines' normc_initializer): hidden, policy, value.
+NORMC_GAINS = (1.0, 0.1, 1.0)
+
+
 def orthogonal_init(layer: nn.Linear | nn.Conv2d, gain: float) -> nn.Linear | nn.Conv2d:
     """Orthogonal weights with ``gain``, zero bias; returns the layer."""
     nn.init.orthogonal_(layer.weight, gain)
     nn.init.zeros_(layer.bias)
     return layer
+
+
+def normc_init(layer: nn.Linear, gain: float) -> nn.Linear:
+    """openai/baselines' ``normc_initializer``: Gaussian weights, each unit's incoming weight
+    vector rescaled to norm ``gain``; zero bias. Returns the layer."""
+    with torch.no_grad():
+        w = torch.randn_like(layer.weight)
+        layer.weight.copy_(w * gain / w.norm(dim=1, keepdim=True))
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+INITS = {"orthogonal": orthogonal_init, "normc": normc_init}
 
 
 def mlp(
@@ -49,24 +66,29 @@ def mlp(
     out_dim: int,
     activation: str = "tanh",
     out_gain: float = 1.0,
+    init: str = "orthogonal",
+    hidden_gain: float = HIDDEN_GAIN,
 ) -> nn.Sequential:
-    """Linear layers with ``activation`` between them, orthogonally initialized.
+    """Linear layers with ``activation`` between them, initialized by ``init``.
 
     Args:
         in_dim: Input features.
         hidden_sizes: Widths of the hidden layers (may be empty: a single linear layer).
         out_dim: Output features.
         activation: ``"tanh"`` or ``"relu"``, default ``"tanh"``.
-        out_gain: Orthogonal gain of the output layer, default 1.0 (hidden layers: sqrt(2)).
+        out_gain: Gain of the output layer, default 1.0.
+        init: ``"orthogonal"`` (default) or ``"normc"`` (:func:`normc_init`).
+        hidden_gain: Gain of the hidden layers, default sqrt(2).
     """
+    layer_init = INITS[init]
     layers: list[nn.Module] = []
     sizes = (in_dim, *hidden_sizes)
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [
-            orthogonal_init(nn.Linear(fan_in, fan_out), HIDDEN_GAIN),
+            layer_init(nn.Linear(fan_in, fan_out), hidden_gain),
             ACTIVATIONS[activation](),
         ]
-    layers.append(orthogonal_init(nn.Linear(sizes[-1], out_dim), out_gain))
+    layers.append(layer_init(nn.Linear(sizes[-1], out_dim), out_gain))
     return nn.Sequential(*layers)
 
 
@@ -204,10 +226,15 @@ class Actor(nn.Module):
         hidden_sizes: tuple[int, ...],
         activation: str,
         log_std_init: float,
+        init: str = "orthogonal",
     ) -> None:
         super().__init__()
         self.spec = spec
-        self.net = mlp(obs_dim, hidden_sizes, spec.param_dim, activation, POLICY_GAIN)
+        if init == "normc":
+            self.net = mlp(obs_dim, hidden_sizes, spec.param_dim, activation, NORMC_GAINS[1],
+                           "normc", NORMC_GAINS[0])
+        else:
+            self.net = mlp(obs_dim, hidden_sizes, spec.param_dim, activation, POLICY_GAIN)
         self.log_std_layer = make_log_std_layer(spec, log_std_init)
         self._register_load_state_dict_pre_hook(_rename_old_log_std)
 
@@ -225,7 +252,8 @@ class MLPActorCritic(_ActorCriticAPI):
 
     Build one optimizer per network with ``policy.actor`` and ``policy.critic``. Init:
     orthogonal, gain sqrt(2) for hidden layers, 0.01 for the policy output, 1.0 for the value
-    output.
+    output. The last ``critic_only_inputs`` observation columns go to the critic alone (the
+    time step of ``envs.extra_inputs``).
 
     Args:
         obs_dim: Length of one observation vector.
@@ -234,6 +262,10 @@ class MLPActorCritic(_ActorCriticAPI):
         activation: ``"tanh"``, ``"relu"`` or ``"elu"``, default ``"tanh"``.
         log_std_init: Initial ``log_std`` for Box actions, default 0.0.
         critic_activation: The critic's activation if different, default None (``activation``).
+        critic_only_inputs: Trailing observation columns the actor does not see, default 0.
+        init: ``"orthogonal"`` (default; gains above) or ``"normc"``: the original MuJoCo
+            ACKTR's initializer (:func:`normc_init`, gains 1.0 hidden, 0.1 policy output, 1.0
+            value output).
     """
 
     def __init__(
@@ -244,15 +276,28 @@ class MLPActorCritic(_ActorCriticAPI):
         activation: str = "tanh",
         log_std_init: float = 0.0,
         critic_activation: str | None = None,
+        critic_only_inputs: int = 0,
+        init: str = "orthogonal",
     ) -> None:
         super().__init__()
+        if not 0 <= critic_only_inputs < obs_dim:
+            raise ValueError(f"critic_only_inputs must be in [0, {obs_dim}), got "
+                             f"{critic_only_inputs}")
+        self.actor_inputs = obs_dim - critic_only_inputs
         critic_activation = critic_activation or activation
         for name in (activation, critic_activation):
             if name not in ACTIVATIONS:
                 raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
         self.spec: DistributionSpec = make_distribution(action_space)
-        self.actor = Actor(obs_dim, self.spec, tuple(hidden_sizes), activation, log_std_init)
-        self.critic = mlp(obs_dim, tuple(hidden_sizes), 1, critic_activation, VALUE_GAIN)
+        if init not in INITS:
+            raise ValueError(f"init must be one of {sorted(INITS)}, got {init!r}")
+        self.actor = Actor(self.actor_inputs, self.spec, tuple(hidden_sizes), activation,
+                           log_std_init, init)
+        if init == "normc":
+            self.critic = mlp(obs_dim, tuple(hidden_sizes), 1, critic_activation, NORMC_GAINS[2],
+                              "normc", NORMC_GAINS[0])
+        else:
+            self.critic = mlp(obs_dim, tuple(hidden_sizes), 1, critic_activation, VALUE_GAIN)
 
     @property
     def log_std(self) -> nn.Parameter | None:
@@ -264,11 +309,11 @@ class MLPActorCritic(_ActorCriticAPI):
     def forward(self, obs: Tensor) -> tuple[Distribution, Tensor]:
         """Distribution and value for a batch ``(B, obs_dim)`` of observations."""
         obs = obs.float()
-        return self.actor(obs), self.critic(obs).squeeze(-1)
+        return self.actor(obs[..., :self.actor_inputs]), self.critic(obs).squeeze(-1)
 
     def distribution(self, obs: Tensor) -> Distribution:
         """The actor's distribution for ``obs``, without running the critic."""
-        return self.actor(obs.float())
+        return self.actor(obs.float()[..., :self.actor_inputs])
 
     def value(self, obs: Tensor) -> Tensor:
         """``V(obs)``, shape ``(B,)``."""
@@ -311,6 +356,8 @@ def make_policy(
             config.activation,
             config.log_std_init,
             config.critic_activation,
+            critic_only_inputs=int(config.critic_time_scale is not None),
+            init=config.init,
         )
     raise ValueError(
         f"unsupported observation space {type(observation_space).__name__} "

@@ -202,19 +202,28 @@ def separate_update(policy: nn.Module, opts: Optimizers, batch: RolloutBatch, cf
     actor, critic = policy.actor, policy.critic  # type: ignore[attr-defined]
     opt, critic_opt = opts.main, opts.critic
     assert isinstance(opt, acktr.KFAC) and critic_opt is not None
-    return separate_step(actor, critic, opt, critic_opt, batch.obs.float(), batch.actions,
-                         _advantages(batch, cfg), batch.returns, UpdateSettings.from_config(cfg))
+    obs = batch.obs.float()
+    # the actor does not see the critic-only inputs (the time step, envs.extra_inputs)
+    actor_obs = obs[..., :policy.actor_inputs]  # type: ignore[attr-defined]
+    return separate_step(actor, critic, opt, critic_opt, obs, batch.actions,
+                         _advantages(batch, cfg), batch.returns, UpdateSettings.from_config(cfg),
+                         actor_obs=actor_obs, values_before=batch.values)
 
 
 def separate_step(actor: nn.Module, critic: nn.Module, opt: acktr.KFAC, critic_opt: acktr.KFAC,
                   obs: Any, actions: Tensor, advantages: Tensor, returns: Tensor,
-                  settings: UpdateSettings) -> dict:
+                  settings: UpdateSettings, actor_obs: Any = None,
+                  values_before: Tensor | None = None) -> dict:
     """One update of the separate recipe on a batch: ``actor(obs) -> dist`` (with ``log_prob``,
     ``entropy``, ``fisher_sample`` and ``kl``) stepped by ``opt``, whose lr is then adapted
     toward ``settings.target_kl`` from the achieved ``KL(old || new)``; ``critic(obs) -> values``
     of shape ``(B, 1)`` fitted by ``critic_opt`` for ``settings.critic_updates`` steps, with the
-    Gauss-Newton metric. ``obs`` is a tensor or a dict of tensors (rows along dim 0)."""
-    dist = _forward_with_fisher_pass(actor, obs, opt, policy_fisher_loss)
+    Gauss-Newton metric. ``obs`` is a tensor or a dict of tensors (rows along dim 0);
+    ``actor_obs`` (default ``obs``) is what the actor sees when the critic has extra inputs.
+    ``values_before`` (default None): the critic's values before the fit, for the explained
+    variance metrics."""
+    actor_obs = obs if actor_obs is None else actor_obs
+    dist = _forward_with_fisher_pass(actor, actor_obs, opt, policy_fisher_loss)
     log_probs = dist.log_prob(actions)
     entropy = dist.entropy().mean()
     pg_loss = -(advantages.detach() * log_probs).mean() - settings.ent_coef * entropy
@@ -224,7 +233,7 @@ def separate_step(actor: nn.Module, critic: nn.Module, opt: acktr.KFAC, critic_o
     grad_norm = _clip(actor.parameters(), settings.max_grad_norm)
     opt.step()
     with torch.no_grad():
-        kl = float(dist.kl(actor(obs)).mean()) if hasattr(dist, "kl") else float("nan")
+        kl = float(dist.kl(actor(actor_obs)).mean()) if hasattr(dist, "kl") else float("nan")
     kl = mean_over_ranks(kl)  # every rank adapts its step size identically
     if settings.target_kl is not None:
         adapt_step_size(opt, kl, settings.target_kl)
@@ -237,7 +246,16 @@ def separate_step(actor: nn.Module, critic: nn.Module, opt: acktr.KFAC, critic_o
         average_gradients(critic.parameters())
         critic_opt.step()
     metrics = _loss_metrics(pg_loss, vf_loss, entropy, grad_norm)
-    metrics["kl"] = kl
+    # how well the critic explains the value targets before and after its fit (the original's
+    # EVBefore / EVAfter)
+    with torch.no_grad():
+        fitted = critic(obs).squeeze(-1)
+    if values_before is not None:
+        metrics["value_ev_before"] = explained_variance(values_before, returns)
+    metrics["value_ev_after"] = explained_variance(fitted, returns)
+    metrics["kl"] = kl  # achieved KL(old || new) on the batch, next to the target it adapts to
+    if settings.target_kl is not None:
+        metrics["target_kl"] = settings.target_kl
     metrics.update(_optimizer_metrics(opt, "opt"))
     metrics.update(_optimizer_metrics(critic_opt, "critic_opt"))
     return metrics
@@ -279,6 +297,13 @@ def _forward_with_fisher_pass(module: nn.Module, obs: Any, opt: acktr.KFAC,
 def _value_fisher_loss(values: Tensor) -> Tensor:
     """The critic's Gauss-Newton metric: a Gaussian output with a sampled target."""
     return acktr.fisher_loss(values.squeeze(-1), "gaussian")
+
+
+def explained_variance(predicted: Tensor, target: Tensor) -> Tensor:
+    """``1 - Var(target - predicted) / Var(target)`` (1: perfect, 0: no better than the mean;
+    NaN when the targets do not vary)."""
+    var = target.var()
+    return 1.0 - (target - predicted).var() / var if var > 0 else torch.tensor(float("nan"))
 
 
 def adapt_step_size(opt: acktr.KFAC, kl: float, target_kl: float) -> None:

@@ -20,6 +20,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import explained_variance
 
 import acktr
+from agents import updates
 from agents.config import KFACConfig, _critic_kfac_default
 from agents.returns import standardize
 from agents.sb3.policies import (
@@ -28,7 +29,6 @@ from agents.sb3.policies import (
     ACKTRPolicy,
     actor_and_critic,
 )
-from agents import updates
 from agents.updates import UpdateSettings, make_kfac, metrics_to_floats
 
 SelfACKTR = TypeVar("SelfACKTR", bound="ACKTR")

@@ -47,6 +47,48 @@ def test_mujoco_v5_ids_use_the_zoos_v4_and_v3_entries():
     assert hopper.algo_kwargs["target_kl"] == 0.01
 
 
+def test_ppo_config_loads_the_zoos_tuned_mujoco_entries_with_their_provenance():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "configs" / "baselines" / "ppo.yaml").read_text()
+    assert "hyperparams/ppo.yml, commit" in text  # the zoo commit the values come from
+    assert "eec15dc22e1ec7167064aae0c1218eefccaf0ff4" in text
+    hopper = load_baseline_spec("sb3-ppo", "Hopper-v5", "mujoco")
+    assert hopper.source == "rl-zoo3 ppo.yml: Hopper-v4"
+    assert (hopper.normalize_obs, hopper.normalize_reward, hopper.n_envs) == (True, True, 1)
+    assert hopper.algo_kwargs == {
+        "batch_size": 32, "n_steps": 512, "gamma": 0.999, "learning_rate": 9.80828e-05,
+        "ent_coef": 0.00229519, "clip_range": 0.2, "n_epochs": 5, "gae_lambda": 0.99,
+        "max_grad_norm": 0.7, "vf_coef": 0.835671}
+    assert sb3_policy_kwargs(hopper.policy_kwargs) == {
+        "log_std_init": -2.0, "ortho_init": False, "activation_fn": torch.nn.ReLU,
+        "net_arch": {"pi": [256, 256], "vf": [256, 256]}}
+    walker = load_baseline_spec("sb3-ppo", "Walker2d-v5", "mujoco")
+    assert walker.source == "rl-zoo3 ppo.yml: Walker2d-v4" and walker.policy_kwargs == {}
+    assert walker.algo_kwargs["n_epochs"] == 20 and walker.algo_kwargs["clip_range"] == 0.1
+    ant = load_baseline_spec("sb3-ppo", "Ant-v5", "mujoco")  # the zoo's mujoco-defaults
+    assert ant.source == "rl-zoo3 ppo.yml: Ant-v4" and ant.algo_kwargs == {}
+    pendulum = load_baseline_spec("sb3-ppo", "InvertedPendulum-v5", "mujoco")
+    assert pendulum.source == "rl-zoo3 ppo.yml: InvertedPendulum-v2"
+    assert pendulum.algo_kwargs["n_steps"] == 32 and pendulum.algo_kwargs["batch_size"] == 64
+    for env in ("HalfCheetah-v5", "Swimmer-v5", "Reacher-v5", "InvertedDoublePendulum-v5"):
+        assert load_baseline_spec("sb3-ppo", env, "mujoco").source.startswith("rl-zoo3 ppo.yml")
+    pong = load_baseline_spec("sb3-ppo", "ALE/Pong-v5", "atari")
+    assert (pong.policy, pong.n_envs, pong.source) == ("CnnPolicy", 8, "rl-zoo3 ppo.yml: atari")
+    assert (pong.learning_rate_schedule, pong.clip_range_schedule) == ("linear", "linear")
+
+
+def test_ppo_linear_clip_range_is_sb3_schedule():
+    spec = load_baseline_spec("sb3-ppo", "CartPole-v1", "gym")
+    venv = make_vec_env("CartPole-v1", n_envs=8, seed=0)
+    model = make_sb3_model(spec, venv, 0, "cpu", 1000)
+    assert model.clip_range(1.0) == pytest.approx(0.2) and model.clip_range(0.5) == 0.1
+    assert model.lr_schedule(0.5) == pytest.approx(5e-4)
+    venv.close()
+    with pytest.raises(ValueError, match="clip_range_schedule is for PPO; trpo has no"):
+        spec_from_entry("trpo", "X", "gym", {"clip_range_schedule": "linear"}, "t")
+
+
 def test_atari_entry_and_untuned_envs():
     pong = load_baseline_spec("sb3-a2c", "ALE/Pong-v5", "atari")
     assert (pong.policy, pong.n_envs, pong.source) == ("CnnPolicy", 16, "rl-zoo3 a2c.yml: atari")
@@ -81,8 +123,8 @@ def test_bad_entries_name_the_key_and_the_valid_ones():
         spec_from_entry("trpo", "X", "gym", {"policy_kwargs": {"activation_fn": "swish"}}, "t")
     with pytest.raises(ValueError, match="normalize must be"):
         spec_from_entry("trpo", "X", "gym", {"normalize": "yes"}, "t")
-    with pytest.raises(ValueError,
-                       match="unknown baseline 'ppo'; baselines: sb3-a2c, trpo, sb3-acktr"):
+    with pytest.raises(ValueError, match="unknown baseline 'ppo'; baselines: sb3-a2c, trpo, "
+                                         "sb3-ppo, sb3-acktr"):
         load_baseline_spec("ppo", "CartPole-v1", "gym")
 
 

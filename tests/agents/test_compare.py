@@ -190,7 +190,7 @@ def test_reading_results_without_a_column_names_it(tmp_path):
 def test_unknown_algorithm_names_it_and_the_allowed_ones():
     with pytest.raises(ValueError) as err:
         check_algos(["acktr", "ppo"])
-    assert "'ppo'" in str(err.value) and "acktr, a2c, sb3-a2c, trpo" in str(err.value)
+    assert "'ppo'" in str(err.value) and "acktr, a2c, sb3-a2c, trpo, sb3-ppo" in str(err.value)
     assert check_algos(["a2c", "a2c", "trpo"]) == ["a2c", "trpo"]
 
 
@@ -406,6 +406,64 @@ def test_report_from_finished_runs(tmp_path):
 
 
 @pytest.mark.medium
+def test_compare_takes_finished_runs_from_committed_data_instead_of_redoing_them(tmp_path):
+    # Session 1 runs seed 0 with --data: the run's light files land in data as it finishes.
+    data = tmp_path / "data"
+    first = _settings(tmp_path, out=tmp_path / "session1", data=data, command="one")
+    assert compare.run_compare(first, log=lambda m: None) == 0
+    kept = data / "runs" / "CartPole-v1" / "a2c" / "seed0"
+    assert sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file()) == sorted(
+        compare.DATA_FILES)  # spec, evaluations, log, config, progress, summary; no checkpoint
+    assert read_results(data / "results.csv") == read_results(first.out / "results.csv")
+    # Session 2, another machine: an empty --out, the committed data, one more seed.
+    second = _settings(tmp_path, out=tmp_path / "session2", data=data, seeds=2, command="two")
+    messages = []
+    assert compare.run_compare(second, log=messages.append) == 0
+    assert "took 1 finished run(s) from " + str(data) in messages
+    assert "skipping 1 finished run(s); 1 to run" in messages
+    assert "started CartPole-v1/a2c/seed1" in messages
+    assert "started CartPole-v1/a2c/seed0" not in messages
+    rows = read_results(data / "results.csv")
+    assert [(r["seed"], r["timesteps"]) for r in rows] == [(0, 128), (0, 256), (1, 128), (1, 256)]
+    assert rows[:2] == read_results(first.out / "results.csv")  # seed 0 as session 1 made it
+    assert json.loads((data / "compare.json").read_text())["commands"] == ["one", "two"]
+    # A run of another command sharing the folder stays in its report.
+    third = _settings(tmp_path, out=tmp_path / "session3", data=data, algos=["acktr"],
+                      command="three")
+    assert compare.run_compare(third, log=lambda m: None) == 0
+    assert {r["algo"] for r in read_results(data / "results.csv")} == {"a2c", "acktr"}
+    # Committed data made with other settings is an error before anything starts.
+    other = _settings(tmp_path, out=tmp_path / "session4", data=data, timesteps=512)
+    with pytest.raises(ValueError, match="other settings.*timesteps: 256 then, 512 now"):
+        compare.run_compare(other, log=lambda m: None)
+    assert not (tmp_path / "session4" / "runs").exists()
+
+
+def test_an_unfinished_run_in_out_is_replaced_by_the_finished_one_in_data(tmp_path):
+    spec = _spec()
+    _finish(tmp_path / "data", spec)
+    partial = tmp_path / "out" / "runs" / spec.key
+    partial.mkdir(parents=True)
+    (partial / "spec.json").write_text(json.dumps(dataclasses.asdict(spec)))
+    (partial / "evals.csv").write_text("stale")
+    assert compare.import_finished([spec], tmp_path / "out", tmp_path / "data",
+                                   log=lambda m: None) == [spec.key]
+    assert run_status(spec, partial) == "done"
+    assert (partial / "evals.csv").read_text() == (
+        tmp_path / "data" / "runs" / spec.key / "evals.csv").read_text()
+    with pytest.raises(ValueError, match="no finished run"):
+        compare.export_run(tmp_path / "nothing", tmp_path / "x")
+    # a run finished in out whose copy to data was lost is copied again
+    other = _spec(seed=1)
+    _finish(tmp_path / "out", other)
+    messages = []
+    assert compare.import_finished([spec, other], tmp_path / "out", tmp_path / "data",
+                                   log=messages.append) == []
+    assert messages == [f"copied 1 finished run(s) missing there to {tmp_path / 'data'}"]
+    assert run_status(other, tmp_path / "data" / "runs" / other.key) == "done"
+
+
+@pytest.mark.medium
 def test_a_failing_run_is_reported_and_the_others_finish(tmp_path):
     good, bad = _spec(), _spec(seed=1, overrides=("kfac.lr=-1",))
     messages = []
@@ -418,7 +476,7 @@ def test_a_failing_run_is_reported_and_the_others_finish(tmp_path):
 
 @pytest.mark.medium
 def test_compare_smoke_then_rerun_skips_finished_and_continues_unfinished(tmp_path):
-    s = _settings(tmp_path, algos=["acktr", "a2c", "sb3-a2c", "trpo"], timesteps=1024,
+    s = _settings(tmp_path, algos=["acktr", "a2c", "sb3-a2c", "trpo", "sb3-ppo"], timesteps=1024,
                   jobs=2, command="test")
     assert compare.run_compare(s, log=lambda m: None) == 0
     rows = read_results(s.out / "results.csv")
@@ -428,6 +486,7 @@ def test_compare_smoke_then_rerun_skips_finished_and_continues_unfinished(tmp_pa
     per_algo = {a: [r["timesteps"] for r in rows if r["algo"] == a] for a in DEFAULT_ALGOS}
     assert per_algo["a2c"] == [512, 1024] and per_algo["sb3-a2c"] == [520, 1040]  # 8 x 5
     assert per_algo["trpo"] == [1024]  # zoo CartPole TRPO: 2 envs x 512 steps per update
+    assert per_algo["sb3-ppo"] == [512, 1024]  # zoo CartPole PPO: 8 envs x 32 steps
     runs = s.out / "runs" / "CartPole-v1"
     first = (runs / "acktr" / "seed0" / "done.json").stat().st_mtime
     before = read_results(runs / "a2c" / "seed0" / "evals.csv")
@@ -435,7 +494,7 @@ def test_compare_smoke_then_rerun_skips_finished_and_continues_unfinished(tmp_pa
         (runs / algo / "seed0" / "done.json").unlink()
     messages = []
     assert compare.run_compare(s, log=messages.append) == 0
-    assert "skipping 2 finished run(s); 2 to run" in messages
+    assert "skipping 3 finished run(s); 2 to run" in messages
     assert "continuing CartPole-v1/a2c/seed0" in messages
     assert "started CartPole-v1/trpo/seed0" in messages
     assert (runs / "acktr" / "seed0" / "done.json").stat().st_mtime == first

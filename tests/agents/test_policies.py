@@ -221,3 +221,33 @@ def test_critic_activation_option() -> None:
     assert actor_acts and all(isinstance(m, nn.Tanh) for m in actor_acts)
     with pytest.raises(ValueError, match="'gelu'"):
         MLPActorCritic(8, BOX, critic_activation="gelu")
+
+
+def test_the_time_step_column_reaches_the_critic_alone() -> None:
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)  # 4 features + time step
+    policy = make_policy(obs_space, gym.spaces.Box(-1, 1, (2,)),
+                         PolicyConfig(critic_time_scale=0.1))
+    assert policy.actor_inputs == 4 and policy.actor.net[0].in_features == 4
+    assert policy.critic[0].in_features == 5
+    obs = torch.randn(3, 5)
+    later = obs.clone()
+    later[:, 4] += 50.0
+    (d1, v1), (d2, v2) = policy(obs), policy(later)
+    assert torch.equal(d1.mean, d2.mean) and torch.equal(policy.distribution(obs).mean, d1.mean)
+    assert not torch.allclose(v1, v2)
+    with pytest.raises(ValueError, match=r"critic_only_inputs must be in \[0, 5\), got 5"):
+        MLPActorCritic(5, gym.spaces.Discrete(2), critic_only_inputs=5)
+
+
+def test_normc_init_is_the_original_mujoco_acktrs() -> None:
+    torch.manual_seed(0)
+    policy = make_policy(gym.spaces.Box(-1, 1, (6,)), gym.spaces.Box(-1, 1, (2,)),
+                         PolicyConfig(init="normc"))
+    for net, gains in ((policy.actor.net, (1.0, 1.0, 0.1)), (policy.critic, (1.0, 1.0, 1.0))):
+        linears = [m for m in net if isinstance(m, nn.Linear)]
+        for layer, gain in zip(linears, gains, strict=True):
+            norms = layer.weight.norm(dim=1)  # each unit's incoming weights
+            torch.testing.assert_close(norms, torch.full_like(norms, gain))
+            assert torch.all(layer.bias == 0)
+    with pytest.raises(ValueError, match="init must be one of"):
+        MLPActorCritic(3, gym.spaces.Discrete(2), init="xavier")

@@ -256,6 +256,19 @@ def test_two_updates_give_finite_metrics_and_move_every_parameter(config, algo):
     assert not unchanged
 
 
+def test_original_extra_inputs_train_and_resume_exactly(tmp_path, monkeypatch):
+    # openai/baselines old_acktr_cont: [obs, prev obs] for both networks, t / 10 for the critic
+    pytest.importorskip("mujoco")
+    cfg = make_cfg(*PENDULUM, "policy.prev_obs=true", "policy.critic_time_scale=0.1", updates=6)
+    run(cfg, tmp_path / "full")
+    p = params(tmp_path / "full")
+    assert p["actor.net.0.weight"].shape[1] == 8 and p["critic.0.weight"].shape[1] == 9
+    interrupted_then_resumed(monkeypatch, cfg, tmp_path / "cut", 3)
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
+    logged = rows(tmp_path / "full")[-1]
+    assert float(logged["target_kl"]) == cfg.algo.target_kl and float(logged["train/kl"]) > 0
+
+
 def test_summary_json_is_strict_json_with_null_for_nan(tmp_path):
     # One 8-step rollout of one CartPole env: no episode ends, so the training return is NaN.
     summary = run(make_cfg(*CARTPOLE, "env.num_envs=1", updates=1), tmp_path / "r")

@@ -100,3 +100,12 @@ def test_the_gradient_is_the_whole_batchs_and_untouched_by_the_fisher_pass():
     assert len(seen) == len(expected)
     for got, want in zip(seen, expected, strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_explained_variance():
+    target = torch.tensor([1.0, 2.0, 3.0, 6.0])
+    assert updates.explained_variance(target, target) == 1.0
+    assert updates.explained_variance(torch.full((4,), 3.0), target) == 0.0  # the mean
+    half = updates.explained_variance(target / 2, target)  # residual var = var / 4
+    assert half == pytest.approx(0.75)
+    assert torch.isnan(updates.explained_variance(target, torch.ones(4)))

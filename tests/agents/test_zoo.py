@@ -42,9 +42,9 @@ def test_every_zoo_entry_is_a_valid_acktr_configuration():
 
     import yaml
 
+    from agents.config import KFACConfig
     from agents.sb3 import ACKTR
     from agents.sb3.acktr import kfac_config
-    from agents.config import KFACConfig
 
     entries = yaml.safe_load(zoo.HYPERPARAMS.read_text())
     zoo_only = {"n_timesteps", "policy", "n_envs", "normalize", "env_wrapper", "frame_stack"}
