@@ -27,7 +27,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train.py",
         description="Train an ACKTR (or A2C) agent. Settings come from a YAML config (by default "
-        "the one for the env's family in configs/: atari.yaml, mujoco.yaml or classic.yaml), "
+        "the one for the env's family in configs/: atari.yaml, mujoco.yaml or classic.yaml; "
+        "mujoco_pixels.yaml with --set env.observation=pixels, a MuJoCo env seen only "
+        "through rendered frames), "
         "then the flags below, then --set overrides. Subcommands: `train.py eval --help`, "
         "`train.py compare --help`.",
         # Defaults come from the config, so each help text names the config key instead.
@@ -145,11 +147,12 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
     return [f"{k}={v}" for k, v in pairs if v is not None]
 
 
-def _default_config(env_id: str | None) -> Path:
+def _default_config(env_id: str | None, overrides: list[str] = ()) -> Path:
+    from agents.config import family_config_name
     from envs.registry import resolve_kind
 
     kind = resolve_kind(env_id, "auto") if env_id else "gym"
-    return CONFIG_DIR / FAMILY_CONFIGS[kind]
+    return CONFIG_DIR / family_config_name(kind, overrides)
 
 
 def _run_name(cfg) -> str:
@@ -175,7 +178,7 @@ def train_main(argv: list[str]) -> int:
         cfg = load_config(args.resume / "config.yaml", _flag_overrides(args) + args.overrides)
         run_dir = args.resume
     else:
-        path = args.config or _default_config(args.env)
+        path = args.config or _default_config(args.env, args.overrides)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
         cfg = load_config(path, _flag_overrides(args) + args.overrides)

@@ -19,6 +19,7 @@ from agents.config import Config
 from agents.rollout import obs_to_tensor
 from envs import VecEnv, make_vec_env
 from envs.atari import AtariOptions
+from envs.pixels import PixelOptions
 from envs.registry import resolve_kind
 
 
@@ -62,7 +63,20 @@ def make_env_from_config(
         gamma=cfg.algo.gamma,
         training=training,
         render_mode=render_mode,
+        pixels=pixel_options(cfg),
     )
+
+
+def pixel_options(cfg: Config) -> PixelOptions | None:
+    """The config's pixel observation settings (``env.observation='pixels'``), else None."""
+    e = cfg.env
+    if e.observation != "pixels":
+        return None
+    camera = {"distance": e.pixels_camera_distance, "elevation": e.pixels_camera_elevation,
+              "azimuth": e.pixels_camera_azimuth}
+    return PixelOptions(size=e.pixels_size, grayscale=e.pixels_grayscale,
+                        frame_stack=e.frame_stack, antialias=e.pixels_antialias,
+                        camera={k: v for k, v in camera.items() if v is not None})
 
 
 @torch.no_grad()
