@@ -179,7 +179,9 @@ def check_env(env_id: str, algos: Sequence[str], probe: RunSpec) -> dict[str, st
                 env = gym.make(env_id)
                 check_spaces(algo, env_id, env.observation_space, env.action_space)
                 env.close()
-            sources[algo] = load_baseline_spec(algo, env_id, kind).source
+            observation = our_config(dataclasses.replace(probe, env_id=env_id)).env.observation
+            sources[algo] = load_baseline_spec(algo, env_id, kind,
+                                               observation=observation).source
     return sources
 
 
@@ -320,8 +322,8 @@ def train_sb3(spec: RunSpec, on_point: PointFn) -> dict[str, Any]:
     from envs.registry import resolve_kind
 
     kind = resolve_kind(spec.env_id, "auto")
-    bspec = load_baseline_spec(spec.algo, spec.env_id, kind)
     cfg = our_config(spec, algo="a2c")
+    bspec = load_baseline_spec(spec.algo, spec.env_id, kind, observation=cfg.env.observation)
     eval_cfg = dataclasses.replace(cfg, env=dataclasses.replace(
         cfg.env, normalize_obs=bspec.normalize_obs, normalize_reward=False))
     device = str(resolve_device(cfg.run.device))

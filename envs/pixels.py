@@ -65,9 +65,10 @@ class PixelOptions:
         grayscale: One luma channel per frame instead of RGB. Default False.
         frame_stack: Number of stacked frames (>= 1). Default 3.
         antialias: Render with MuJoCo's 4x multisampling (4-5x slower on a CPU). Default False.
-        camera: Settings of the default free camera (``distance``, ``elevation``, ``azimuth``,
+        camera: Settings of the default camera (``distance``, ``elevation``, ``azimuth``,
             ``lookat``, ``trackbodyid``), merged over the env's own and :data:`CAMERA_PRESETS`.
-            Default: none.
+            Without a ``trackbodyid`` anywhere, a robot on a free or slide root joint (Ant,
+            HalfCheetah, Hopper, ...) is tracked (body 1). Default: none.
     """
 
     size: int = 42
@@ -215,13 +216,15 @@ class PixelObservation(gym.Wrapper):
         renderer.default_cam_config = {**(renderer.default_cam_config or {}), **config}
         core.render()  # creates the GL context and the camera with the merged config
         cam = renderer.viewer.cam
-        track = int(renderer.default_cam_config.get("trackbodyid", -1))
-        if renderer.camera_id == -1 and track > 0:
-            # gymnasium renders its default camera as a free one, which ignores trackbodyid:
-            # a walker would leave the frame. Track the body instead (renders never reset the
-            # camera type when camera_id is None).
+        track = renderer.default_cam_config.get("trackbodyid")
+        if track is None and _moving_root(core.model):
+            track = 1  # a runner (HalfCheetah's default view has no tracking: it would leave)
+        if renderer.camera_id == -1 and track is not None and track > 0:
+            # gymnasium renders its default camera as a free one, which ignores trackbodyid.
+            # Track the body instead (a render leaves the camera type alone when camera_id is
+            # None); the view then depends on the current state only.
             cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
-            cam.trackbodyid = track
+            cam.trackbodyid = int(track)
             renderer.camera_id = None
 
     def _frame(self) -> np.ndarray:
@@ -239,6 +242,14 @@ class PixelObservation(gym.Wrapper):
         c = self.options.channels
         self.frames = np.concatenate([self.frames[c:], self._frame()])
         return self.frames.copy(), reward, terminated, truncated, info
+
+
+def _moving_root(model: Any) -> bool:
+    """Whether body 1 hangs on a free or slide joint (a robot that moves through the world)."""
+    import mujoco
+
+    moving = (int(mujoco.mjtJoint.mjJNT_FREE), int(mujoco.mjtJoint.mjJNT_SLIDE))
+    return model.njnt > 0 and model.jnt_bodyid[0] == 1 and int(model.jnt_type[0]) in moving
 
 
 def make_pixel_env(env_id: str, options: PixelOptions) -> gym.Env:
