@@ -142,6 +142,11 @@ def resolve_cnn_trunk(name: str, obs_shape: tuple[int, ...]) -> str:
         return "nature" if min(obs_shape[1:]) >= NATURE_MIN_FRAME else "nature_small"
     if name not in CNN_TRUNKS:
         raise ValueError(f"cnn_trunk must be 'auto' or one of {sorted(CNN_TRUNKS)}, got {name!r}")
+    if name == "nature" and min(obs_shape[1:]) < NATURE_MIN_FRAME:
+        raise ValueError(
+            f"cnn_trunk 'nature' needs frames of at least {NATURE_MIN_FRAME}x{NATURE_MIN_FRAME}, "
+            f"got {obs_shape[1]}x{obs_shape[2]}; use 'nature_small' or 'auto'"
+        )
     return name
 
 
