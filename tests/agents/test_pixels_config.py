@@ -85,3 +85,29 @@ def test_sb3_sees_the_same_frames_as_our_agents():
     finally:
         ours.close()
         theirs.close()
+
+
+@pytest.mark.medium
+def test_compare_takes_pixel_envs_for_ours_and_the_baselines(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    pytest.importorskip("sb3_contrib")
+    pytest.importorskip("mujoco")
+    from agents import compare
+    from envs import RenderingUnavailable
+
+    def settings(env: str) -> compare.CompareSettings:
+        return compare.CompareSettings(envs=[env], out=tmp_path / "out",
+                                       algos=["acktr", "a2c", "sb3-a2c", "trpo"],
+                                       overrides=["env.observation=pixels"])
+
+    try:
+        algos, sources = compare.validate(settings("Reacher-v5"))
+    except RenderingUnavailable as err:
+        pytest.skip(str(err))
+    got = sources["Reacher-v5"]
+    assert got["acktr"] == got["a2c"] == "configs/mujoco_pixels.yaml"
+    assert "atari settings" in got["sb3-a2c"] and got["trpo"].startswith("untuned")
+    with pytest.raises(ValueError, match="acktr cannot handle 'CartPole-v1'.*needs a gymnasium "
+                       "MuJoCo env"):
+        compare.validate(settings("CartPole-v1"))
+    assert not (tmp_path / "out").exists()
