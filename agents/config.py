@@ -113,6 +113,10 @@ class EnvConfig:
     """Pixels: one luma channel per frame instead of RGB."""
     pixels_antialias: bool = False
     """Pixels: MuJoCo's 4x multisampling (4-5x slower with software OpenGL)."""
+    pixels_shadow_size: int | None = field(default=None, metadata=_check(
+        lambda v: v is None or v >= 1, "None or >= 1"))
+    """Pixels: side of MuJoCo's shadow map; None: the model's (4096), which costs HalfCheetah
+    and Walker2d 10-20x their frame time with software OpenGL (512 looks the same at 42x42)."""
     pixels_camera_distance: float | None = field(default=None, metadata=_positive())
     """Pixels: camera distance; None: the env's default (or envs.pixels.CAMERA_PRESETS)."""
     pixels_camera_elevation: float | None = None

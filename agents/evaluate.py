@@ -76,6 +76,7 @@ def pixel_options(cfg: Config) -> PixelOptions | None:
               "azimuth": e.pixels_camera_azimuth}
     return PixelOptions(size=e.pixels_size, grayscale=e.pixels_grayscale,
                         frame_stack=e.frame_stack, antialias=e.pixels_antialias,
+                        shadow_size=e.pixels_shadow_size,
                         camera={k: v for k, v in camera.items() if v is not None})
 
 

@@ -30,6 +30,7 @@ RENDER_CASES = {
     "state": None,
     "pixels 42 RGB": PixelOptions(size=42),
     "pixels 42 RGB, 4x antialias": PixelOptions(size=42, antialias=True),
+    "pixels 42 RGB, shadow map 512": PixelOptions(size=42, shadow_size=512),
     "pixels 84 RGB": PixelOptions(size=84),
 }
 

@@ -65,6 +65,9 @@ class PixelOptions:
         grayscale: One luma channel per frame instead of RGB. Default False.
         frame_stack: Number of stacked frames (>= 1). Default 3.
         antialias: Render with MuJoCo's 4x multisampling (4-5x slower on a CPU). Default False.
+        shadow_size: Side of MuJoCo's shadow map; None (default) keeps the model's (4096).
+            With software OpenGL a 4096 map costs HalfCheetah and Walker2d 10-20x their frame
+            time; 512 looks the same at 42x42 (docs/pixels.md). Changes the frames.
         camera: Settings of the default camera (``distance``, ``elevation``, ``azimuth``,
             ``lookat``, ``trackbodyid``), merged over the env's own and :data:`CAMERA_PRESETS`.
             Without a ``trackbodyid`` anywhere, a robot on a free or slide root joint (Ant,
@@ -75,6 +78,7 @@ class PixelOptions:
     grayscale: bool = False
     frame_stack: int = 3
     antialias: bool = False
+    shadow_size: int | None = None
     camera: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -82,6 +86,8 @@ class PixelOptions:
             raise ValueError(f"pixel frames must be at least 8x8, got size {self.size}")
         if self.frame_stack < 1:
             raise ValueError(f"frame_stack must be >= 1, got {self.frame_stack}")
+        if self.shadow_size is not None and self.shadow_size < 1:
+            raise ValueError(f"shadow_size must be None or >= 1, got {self.shadow_size}")
 
     @property
     def channels(self) -> int:
@@ -212,9 +218,12 @@ class PixelObservation(gym.Wrapper):
 
         core = self.env.unwrapped
         core.model.vis.quality.offsamples = 4 if self.options.antialias else 0
+        if self.options.shadow_size is not None:
+            core.model.vis.quality.shadowsize = self.options.shadow_size
         renderer = core.mujoco_renderer
         renderer.default_cam_config = {**(renderer.default_cam_config or {}), **config}
         core.render()  # creates the GL context and the camera with the merged config
+        self._viewer = renderer.viewer
         cam = renderer.viewer.cam
         track = renderer.default_cam_config.get("trackbodyid")
         if track is None and _moving_root(core.model):
@@ -228,6 +237,10 @@ class PixelObservation(gym.Wrapper):
             renderer.camera_id = None
 
     def _frame(self) -> np.ndarray:
+        # Each env has its own GL context and gymnasium makes it current only when it is
+        # created: with several envs in one process (a sync vector env), rendering would draw
+        # in the last-created context, which is right only when every env has the same model.
+        self._viewer.make_context_current()
         return to_frame(self.env.render(), self.options.grayscale)
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:

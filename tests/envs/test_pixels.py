@@ -217,3 +217,21 @@ def test_egl_then_osmesa_order_and_the_choice_is_exported(monkeypatch):
     assert select_gl_backend() == "osmesa" and tried == ["egl", "osmesa"]
     assert pixels.os.environ["MUJOCO_GL"] == "osmesa"
     assert pixels.os.environ["PYOPENGL_PLATFORM"] == "osmesa"
+
+
+@pytest.mark.filterwarnings("ignore:MuJoCo.*settotalmass:RuntimeWarning")
+def test_envs_of_different_models_in_one_process_render_their_own_frames(backend):
+    options = PixelOptions(size=16, frame_stack=1, shadow_size=512)
+    reacher = make_pixel_env(ENV_ID, options)
+    try:
+        alone, _ = reacher.reset(seed=0)
+        cheetah = make_pixel_env("HalfCheetah-v5", options)  # its GL context is now current
+        try:
+            cheetah_frame, _ = cheetah.reset(seed=0)
+            again, _ = reacher.reset(seed=0)
+            np.testing.assert_array_equal(again, alone)
+            assert not np.array_equal(cheetah_frame, alone)
+        finally:
+            cheetah.close()
+    finally:
+        reacher.close()
