@@ -1,12 +1,13 @@
 """MuJoCo from pixels: rendering throughput per env and per core, and where a training update's
 time goes (physics, rendering, CNN forward in the rollout, the ACKTR / A2C update).
 
-Prints, does not assert. Cases are interleaved (each round measures every case once) and the
-median over rounds is reported, so that load from other processes hits all cases alike. One
-process, one torch thread and ``LP_NUM_THREADS=1`` (Mesa's software rasterizer, unless set):
-every figure is for one core.
+Prints, does not assert. Times are CPU seconds of this process (``time.process_time``: all its
+threads, not the time spent waiting for a core), so on a machine shared with other jobs the
+figures are per core of CPU actually received; cases are also interleaved (each round measures
+every case once; the median over rounds is reported). One process, one torch thread and
+``LP_NUM_THREADS=1`` (Mesa's software rasterizer, unless set).
 
-    python -m benchmarks.pixels_throughput [--seconds 3] [--rounds 3] [--update-rounds 1]
+    python -m benchmarks.pixels_throughput [--seconds 2] [--rounds 3] [--update-rounds 1]
 """
 
 from __future__ import annotations
@@ -36,14 +37,15 @@ RENDER_CASES = {
 
 
 def render_table(seconds: float, rounds: int, num_envs: int) -> dict[tuple[str, str], float]:
-    """Median env steps/s per (env, case), ``num_envs`` envs in one process."""
+    """Median env steps per CPU second per (env, case), ``num_envs`` envs in one process."""
     envs = {(e, c): make_vec_env(e, num_envs, seed=0, pixels=p)
             for e in ENVS for c, p in RENDER_CASES.items()}
     samples: dict[tuple[str, str], list[float]] = {k: [] for k in envs}
     try:
         for _ in range(rounds):
             for key, env in envs.items():
-                samples[key].append(env_steps_per_second(env, seconds, warmup=5))
+                samples[key].append(env_steps_per_second(env, seconds, warmup=5,
+                                                         clock=time.process_time))
     finally:
         for env in envs.values():
             env.close()
@@ -51,7 +53,7 @@ def render_table(seconds: float, rounds: int, num_envs: int) -> dict[tuple[str, 
 
 
 class TimedEnv:
-    """Forwards to a VecEnv, adding the time spent in ``step`` to ``seconds``."""
+    """Forwards to a VecEnv, adding the CPU time spent in ``step`` to ``seconds``."""
 
     def __init__(self, env) -> None:
         self.env, self.seconds = env, 0.0
@@ -60,11 +62,11 @@ class TimedEnv:
         return getattr(self.env, name)
 
     def step(self, actions):
-        began = time.perf_counter()
+        began = time.process_time()
         try:
             return self.env.step(actions)
         finally:
-            self.seconds += time.perf_counter() - began
+            self.seconds += time.process_time() - began
 
 
 def update_breakdown(overrides: list[str], updates: int) -> dict[str, float]:
@@ -96,13 +98,13 @@ def update_breakdown(overrides: list[str], updates: int) -> dict[str, float]:
         for i in range(updates + 1):  # the first update (cold start, first factors) not timed
             if i == 1:
                 env.seconds = rollout = learn = 0.0
-            began = time.perf_counter()
+            began = time.process_time()
             obs, _, _ = collect_rollout(env, policy, storage, obs, cfg.algo.gamma,
                                         cfg.algo.gae_lambda)
-            middle = time.perf_counter()
+            middle = time.process_time()
             update(policy, opts, storage.flatten(), cfg)
             rollout += middle - began
-            learn += time.perf_counter() - middle
+            learn += time.process_time() - middle
     finally:
         env.close()
     return {"env": env.seconds / updates, "forward": (rollout - env.seconds) / updates,
@@ -111,7 +113,8 @@ def update_breakdown(overrides: list[str], updates: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="CPU seconds per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--update-rounds", type=int, default=1,
                         help="interleaved rounds of the update breakdown (median)")
@@ -125,7 +128,7 @@ def main() -> None:
 
     for num_envs in (1, 8):
         table = render_table(args.seconds, args.rounds, num_envs)
-        print(f"\nenv steps/s, {num_envs} env(s) in one process (one core), median of "
+        print(f"\nenv steps per CPU second, {num_envs} env(s) in one process, median of "
               f"{args.rounds} interleaved rounds:")
         print("| env | " + " | ".join(RENDER_CASES) + " |")
         print("|---" * (len(RENDER_CASES) + 1) + "|")
@@ -144,9 +147,10 @@ def main() -> None:
         for name, overrides in agents.items():
             results[name].append(update_breakdown(overrides, args.updates))
     print(f"\nReacher-v5 from pixels (configs/mujoco_pixels.yaml: 16 envs x 20 steps = 320 "
-          f"steps per update), seconds per update, median of {args.update_rounds} round(s) of "
+          f"steps per update), CPU seconds per update, median of {args.update_rounds} round(s) of "
           f"{args.updates} updates:")
-    print("| agent | env step (physics + render) | rollout forward | update | total | steps/s |")
+    print("| agent | env step (physics + render) | rollout forward | update | total | steps per "
+          "CPU s |")
     print("|---|---|---|---|---|---|")
     for name, rows in results.items():
         med = {k: statistics.median(r[k] for r in rows) for k in ("env", "forward", "update")}
