@@ -112,11 +112,11 @@ class EnvConfig:
     pixels_grayscale: bool = False
     """Pixels: one luma channel per frame instead of RGB."""
     pixels_antialias: bool = False
-    """Pixels: MuJoCo's 4x multisampling (4-5x slower with software OpenGL)."""
+    """Pixels: MuJoCo's 4x multisampling (2x slower with software OpenGL)."""
     pixels_shadow_size: int | None = field(default=None, metadata=_check(
         lambda v: v is None or v >= 1, "None or >= 1"))
     """Pixels: side of MuJoCo's shadow map; None: the model's (4096), which costs HalfCheetah
-    and Walker2d 10-20x their frame time with software OpenGL (512 looks the same at 42x42)."""
+    and Walker2d 6-7x their frame time with software OpenGL (512 looks the same at 42x42)."""
     pixels_camera_distance: float | None = field(default=None, metadata=_positive())
     """Pixels: camera distance; None: the env's default (or envs.pixels.CAMERA_PRESETS)."""
     pixels_camera_elevation: float | None = None
@@ -170,7 +170,7 @@ class PolicyConfig:
     cnn_trunk: Literal["auto", "nature", "nature_small"] = "auto"
     """Convolutions of the pixel trunk: ``'nature'`` (8x8/4, 4x4/2, 3x3/1, as on Atari),
     ``'nature_small'`` (first layer 4x4/2: from 42x42 the 7x7 feature map Nature makes from
-    84x84, at 3.6x the ACKTR update time); ``'auto'``: ``'nature'`` for frames of 36 pixels or
+    84x84, at 4.6x the ACKTR update time); ``'auto'``: ``'nature'`` for frames of 36 pixels or
     more, else ``'nature_small'``."""
     log_std_init: float = 0.0
     """Initial state-independent log standard deviation of Gaussian policies."""

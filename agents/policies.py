@@ -129,7 +129,7 @@ class _ActorCriticAPI(nn.Module):
 # "nature" on 42x42 frames: 42 -> 9 -> 3 -> 1, a 1x1x64 map (the third convolution covers the
 # whole 3x3 map). "nature_small" halves Nature's 8x8/4 for frames of half Atari's size:
 # 42 -> 20 -> 9 -> 7 is the 7x7x64 map Nature's trunk makes from 84x84, but its 3136-wide
-# linear layer makes K-FAC's factors 3137x3137 (3.6x the update time on our CPU, docs/pixels.md).
+# linear layer makes K-FAC's factors 3137x3137 (4.6x the update time on our CPU, docs/benchmarks.md).
 CNN_TRUNKS: dict[str, tuple[int, int]] = {"nature": (8, 4), "nature_small": (4, 2)}
 NATURE_MIN_FRAME = 36
 """Smallest frame side the Nature trunk accepts (36 -> 8 -> 3 -> 1)."""

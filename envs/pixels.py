@@ -18,7 +18,7 @@ geometry), and tracking cameras follow a body of the current state.
 
 Speed: software OpenGL (Mesa's llvmpipe, what EGL runs on a machine without a GPU) spends most
 of a frame resolving MuJoCo's default 4x multisampling; ``antialias=False`` (the default) renders
-one sample per pixel, 4-5x faster (docs/benchmarks.md).
+one sample per pixel, about 2x faster for Reacher (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ class PixelOptions:
         size: Height and width of the frames in pixels. Default 42.
         grayscale: One luma channel per frame instead of RGB. Default False.
         frame_stack: Number of stacked frames (>= 1). Default 3.
-        antialias: Render with MuJoCo's 4x multisampling (4-5x slower on a CPU). Default False.
+        antialias: Render with MuJoCo's 4x multisampling (about 2x slower on a CPU). Default False.
         shadow_size: Side of MuJoCo's shadow map; None (default) keeps the model's (4096).
-            With software OpenGL a 4096 map costs HalfCheetah and Walker2d 10-20x their frame
+            With software OpenGL a 4096 map costs HalfCheetah and Walker2d 6-7x their frame
             time; 512 looks the same at 42x42 (docs/pixels.md). Changes the frames.
         camera: Settings of the default camera (``distance``, ``elevation``, ``azimuth``,
             ``lookat``, ``trackbodyid``), merged over the env's own and :data:`CAMERA_PRESETS`.
