@@ -16,9 +16,10 @@ integration state plus the wrapper's frame stack) resume exactly: the camera is 
 env is built (not at the first render, where gymnasium would aim it at the first episode's
 geometry), and tracking cameras follow a body of the current state.
 
-Speed: software OpenGL (Mesa's llvmpipe, what EGL runs on a machine without a GPU) spends most
-of a frame resolving MuJoCo's default 4x multisampling; ``antialias=False`` (the default) renders
-one sample per pixel, about 2x faster for Reacher (docs/benchmarks.md).
+Speed: with software OpenGL (Mesa's llvmpipe, what EGL runs on a machine without a GPU),
+MuJoCo's default 4x multisampling halves Reacher's frame rate, so ``antialias=False`` (the
+default) renders one sample per pixel; MuJoCo's 4096x4096 shadow map costs HalfCheetah and
+Walker2d 6-7x their frame time (``shadow_size``) (docs/benchmarks.md).
 """
 
 from __future__ import annotations
