@@ -133,9 +133,9 @@ def load_baseline_spec(
 
     Lookup order: for a MuJoCo env seen through pixels (``observation == "pixels"``) the
     ``pixels`` entry; else ``envs[env_id]``, then the ``atari`` entry for Atari image envs
-    (``kind == "atari"``); else SB3's defaults (``source`` says "untuned"; an entry without a zoo entry may
-    name its own ``source``). Every key is checked: an unknown
-    key, or one the SB3 class does not take, is an error naming it and the valid ones.
+    (``kind == "atari"``); else SB3's defaults (``source`` says "untuned"; an entry without a
+    zoo entry may name its own ``source``). Every key is checked: an unknown key, or one the
+    SB3 class does not take, is an error naming it and the valid ones.
 
     Args:
         algo: ``"sb3-a2c"`` or ``"trpo"``.

@@ -129,7 +129,8 @@ class _ActorCriticAPI(nn.Module):
 # "nature" on 42x42 frames: 42 -> 9 -> 3 -> 1, a 1x1x64 map (the third convolution covers the
 # whole 3x3 map). "nature_small" halves Nature's 8x8/4 for frames of half Atari's size:
 # 42 -> 20 -> 9 -> 7 is the 7x7x64 map Nature's trunk makes from 84x84, but its 3136-wide
-# linear layer makes K-FAC's factors 3137x3137 (4.6x the update time on our CPU, docs/benchmarks.md).
+# linear layer makes K-FAC's factors 3137x3137 (4.6x the update time on our CPU,
+# docs/benchmarks.md).
 CNN_TRUNKS: dict[str, tuple[int, int]] = {"nature": (8, 4), "nature_small": (4, 2)}
 NATURE_MIN_FRAME = 36
 """Smallest frame side the Nature trunk accepts (36 -> 8 -> 3 -> 1)."""
@@ -156,9 +157,9 @@ class NatureCNNActorCritic(_ActorCriticAPI):
     Trunk: conv 32 8x8 stride 4 (``trunk='nature_small'``: 4x4 stride 2, see ``CNN_TRUNKS``),
     conv 64 4x4 stride 2, conv 64 3x3 stride 1, linear 512, ReLU after each. A Box action
     space gets a diagonal Gaussian whose state-independent log-std is an
-    ``acktr.BroadcastBias``. Observations are channel-first ``(C, H, W)`` pixels in ``[0, 255]`` (uint8,
-    scaled by 1/255 inside ``forward``). Init: orthogonal, gain sqrt(2) for the trunk, 0.01 for
-    the policy head, 1.0 for the value head.
+    ``acktr.BroadcastBias``. Observations are channel-first ``(C, H, W)`` pixels in
+    ``[0, 255]`` (uint8, scaled by 1/255 inside ``forward``). Init: orthogonal, gain sqrt(2)
+    for the trunk, 0.01 for the policy head, 1.0 for the value head.
 
     Args:
         obs_shape: ``(C, H, W)`` of one observation (e.g. ``(4, 84, 84)``).
