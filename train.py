@@ -149,10 +149,12 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
 
 def _default_config(env_id: str | None, overrides: list[str] = ()) -> Path:
     from agents.config import family_config_name
-    from envs.registry import resolve_kind
 
-    kind = resolve_kind(env_id, "auto") if env_id else "gym"
-    return CONFIG_DIR / family_config_name(kind, overrides)
+    if env_id is None:
+        return CONFIG_DIR / FAMILY_CONFIGS["gym"]
+    from envs.registry import resolve_kind  # imports gymnasium: only when needed
+
+    return CONFIG_DIR / family_config_name(resolve_kind(env_id, "auto"), overrides)
 
 
 def _run_name(cfg) -> str:
@@ -160,29 +162,40 @@ def _run_name(cfg) -> str:
     return f"{env}_{cfg.algo.algo}_s{cfg.run.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def check_run_dir(path: Path) -> None:
+    """Raises BadInputError (MissingInputError) unless ``path`` is a run directory to resume:
+    a folder holding a non-empty ``config.yaml`` (its checkpoint is checked when loaded)."""
+    from agents.errors import BadInputError, MissingInputError
+
+    example = "pass the folder `python train.py` created, e.g. runs/CartPole-v1_acktr_s0_..."
+    if not path.exists():
+        raise MissingInputError(f"--resume {path}: no such run directory")
+    if not path.is_dir():
+        raise BadInputError(f"--resume {path}: not a directory; {example}")
+    if not (path / "config.yaml").exists():
+        raise MissingInputError(f"--resume {path}: not a run directory (no config.yaml); "
+                                f"{example}")
+    if (path / "config.yaml").is_file() and (path / "config.yaml").stat().st_size == 0:
+        raise BadInputError(f"{path / 'config.yaml'}: empty; a run's config.yaml holds the "
+                            "resolved config it was started with")
+
+
 def train_main(argv: list[str]) -> int:
     from agents.config import load_config
+
+    args = _train_parser().parse_args(argv)
+    overrides = _flag_overrides(args) + args.overrides
+    if args.resume is not None:
+        check_run_dir(args.resume)
+        cfg = load_config(args.resume / "config.yaml", overrides)
+        run_dir = args.resume
+    else:
+        cfg = load_config(args.config or _default_config(args.env, args.overrides), overrides)
+        run_dir = Path(cfg.run.logdir) / (args.run_name or _run_name(cfg))
+    # Imported only now: a bad config fails before torch loads.
     from agents.distributed import DistributedError, broadcast_object, setup, shutdown
     from agents.trainer import resolve_device, train
 
-    args = _train_parser().parse_args(argv)
-    if args.resume is not None:
-        if not args.resume.is_dir():
-            raise FileNotFoundError(f"--resume {args.resume}: no such run directory")
-        missing = [n for n in ("config.yaml", "checkpoint.pt") if not (args.resume / n).is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"--resume {args.resume}: not a run directory (no {' or '.join(missing)}); "
-                "pass the folder `python train.py` created, e.g. runs/CartPole-v1_acktr_s0_..."
-            )
-        cfg = load_config(args.resume / "config.yaml", _flag_overrides(args) + args.overrides)
-        run_dir = args.resume
-    else:
-        path = args.config or _default_config(args.env, args.overrides)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        cfg = load_config(path, _flag_overrides(args) + args.overrides)
-        run_dir = Path(cfg.run.logdir) / (args.run_name or _run_name(cfg))
     # Under torchrun: join the process group (checks: same config, world size divides envs).
     dist = setup(cfg, resolve_device(cfg.run.device))
     try:
@@ -211,8 +224,7 @@ def train_main(argv: list[str]) -> int:
 
 
 def eval_main(argv: list[str]) -> int:
-    from agents.checkpoint import load_checkpoint
-    from agents.config import config_from_dict
+    from agents.checkpoint import checkpoint_config, checkpoint_file, load_checkpoint, load_into
     from agents.evaluate import check_video_writer, evaluate, make_env_from_config, record_video
     from agents.policies import make_policy
     from agents.trainer import resolve_device
@@ -222,13 +234,16 @@ def eval_main(argv: list[str]) -> int:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     if args.video is not None:
         check_video_writer(args.video)
-    ckpt = load_checkpoint(args.checkpoint)
-    cfg = config_from_dict(ckpt["config"])
+    path = checkpoint_file(args.checkpoint)
+    ckpt = load_checkpoint(path)
+    cfg = checkpoint_config(ckpt, path)
     device = resolve_device(args.device)
     probe = make_env_from_config(cfg, num_envs=1, training=False)
-    policy = make_policy(probe.observation_space, probe.action_space, cfg.policy).to(device)
-    probe.close()
-    policy.load_state_dict(ckpt["policy"])
+    try:
+        policy = make_policy(probe.observation_space, probe.action_space, cfg.policy).to(device)
+        load_into(ckpt, path, policy, probe)  # weights and statistics must fit the config
+    finally:
+        probe.close()
     policy.eval()
     returns, lengths = evaluate(policy, cfg, args.episodes, device, ckpt["env"], args.seed,
                                 deterministic=not args.stochastic)
@@ -244,6 +259,8 @@ def eval_main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python train.py`` and the ``acktr-train`` console script."""
+    from agents.errors import BadInputError
+
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"eval": eval_main, "compare": compare_main}
     command = commands.get(argv[0]) if argv else None
@@ -251,8 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         if command is not None:
             return command(argv[1:])
         return train_main(argv)
-    except (ValueError, ImportError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (BadInputError, ValueError, ImportError, FileNotFoundError) as e:
+        # Bad input (agents.errors.BadInputError names the file or value), a missing package:
+        # one line, argparse's style, exit 2. Any other exception is a bug: its traceback shows.
+        print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except SystemExit as e:  # argparse: --help (0) or a usage error (2), already printed
         return e.code if isinstance(e.code, int) else int(e.code is not None)

@@ -29,8 +29,10 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
-import yaml
 from torch import Tensor, nn
+
+from agents.errors import BadInputError
+from agents.files import read_yaml
 
 BaselineAlgo = Literal["sb3-a2c", "trpo"]
 BASELINE_ALGOS: tuple[str, ...] = ("sb3-a2c", "trpo")
@@ -119,9 +121,9 @@ def _config_path(algo: str, config_dir: Path | None) -> Path:
 
 
 def _check_keys(where: str, data: dict[str, Any], allowed: Sequence[str]) -> None:
-    unknown = sorted(k for k in data if k not in allowed)
+    unknown = sorted(str(k) for k in data if k not in allowed)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+        raise BadInputError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
                          f"valid keys: {', '.join(sorted(allowed))}")
 
 
@@ -146,17 +148,27 @@ def load_baseline_spec(
     """
     path = _config_path(algo, config_dir)
     check_baseline_algo(algo)
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path, "baseline config", empty={})
     _check_keys(str(path), data, ("atari", "envs", "pixels"))
     if observation == "pixels":
-        entry = dict(data.get("pixels") or {})
+        entry = data.get("pixels") or {}
+        if not isinstance(entry, dict):
+            raise BadInputError(f"{path}: the pixels entry must be a mapping of "
+                                f"hyperparameters, got {type(entry).__name__} {entry!r:.40}")
         source = str(entry.get("source", "untuned (SB3 defaults, CnnPolicy)"))
-        return spec_from_entry(algo, env_id, kind, entry, source, where=f"{path}: pixels",
-                               observation="pixels")
+        return spec_from_entry(algo, env_id, kind, dict(entry), source,
+                               where=f"{path}: pixels", observation="pixels")
+    envs = data.get("envs") or {}
+    if not isinstance(envs, dict):
+        raise BadInputError(f"{path}: 'envs' must be a mapping of env ids to entries, got "
+                            f"{type(envs).__name__}")
     zoo_file = {"sb3-a2c": "a2c.yml", "trpo": "trpo.yml"}[algo]
-    entry: dict[str, Any] | None = (data.get("envs") or {}).get(env_id)
+    entry: dict[str, Any] | None = envs.get(env_id)
     if entry is None and kind == "atari":
         entry = data.get("atari")
+    if entry is not None and not isinstance(entry, dict):
+        raise BadInputError(f"{path}: the entry of {env_id} must be a mapping of "
+                            f"hyperparameters, got {type(entry).__name__} {entry!r:.40}")
     if entry is None:
         entry, source = {}, "untuned (SB3 defaults; no rl-zoo3 entry)"
     else:
@@ -178,7 +190,10 @@ def spec_from_entry(
         "tensorboard_log", "_init_setup_model", "rollout_buffer_class", "rollout_buffer_kwargs",
     }
     _check_keys(where, entry, [*ENTRY_KEYS, *sorted(valid)])
-    policy_kwargs = dict(entry.get("policy_kwargs") or {})
+    policy_kwargs = entry.get("policy_kwargs") or {}
+    if not isinstance(policy_kwargs, dict):
+        raise BadInputError(f"{where}: policy_kwargs must be a mapping, got {policy_kwargs!r:.40}")
+    policy_kwargs = dict(policy_kwargs)
     _check_keys(f"{where}: policy_kwargs", policy_kwargs, POLICY_KWARGS)
     normalize = entry.get("normalize", False)
     if isinstance(normalize, dict):
@@ -188,23 +203,23 @@ def spec_from_entry(
     elif isinstance(normalize, bool):
         norm_obs = norm_reward = normalize
     else:
-        raise ValueError(f"{where}: normalize must be true, false or {{obs: .., reward: ..}}, "
-                         f"got {normalize!r}")
+        raise BadInputError(f"{where}: normalize must be true, false or "
+                            f"{{obs: .., reward: ..}}, got {normalize!r}")
     schedule = entry.get("learning_rate_schedule", "constant")
     if schedule not in ("constant", "linear"):
-        raise ValueError(f"{where}: learning_rate_schedule must be 'constant' or 'linear', "
-                         f"got {schedule!r}")
+        raise BadInputError(f"{where}: learning_rate_schedule must be 'constant' or "
+                            f"'linear', got {schedule!r}")
     images = kind == "atari" or observation == "pixels"
     default_policy = "CnnPolicy" if images else "MlpPolicy"
     policy = entry.get("policy", default_policy)
     if policy not in ("MlpPolicy", "CnnPolicy"):
-        raise ValueError(f"{where}: policy must be 'MlpPolicy' or 'CnnPolicy', got {policy!r}")
+        raise BadInputError(f"{where}: policy must be 'MlpPolicy' or 'CnnPolicy', got {policy!r}")
     if observation == "pixels" and (norm_obs or policy != "CnnPolicy"):
-        raise ValueError(f"{where}: pixel observations need policy CnnPolicy and no observation "
-                         "normalization (SB3 scales images by 1/255)")
-    n_envs = int(entry.get("n_envs", 1))
-    if n_envs < 1:
-        raise ValueError(f"{where}: n_envs must be >= 1, got {n_envs}")
+        raise BadInputError(f"{where}: pixel observations need policy CnnPolicy and no "
+                            "observation normalization (SB3 scales images by 1/255)")
+    n_envs = entry.get("n_envs", 1)
+    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
+        raise BadInputError(f"{where}: n_envs must be a whole number >= 1, got {n_envs!r}")
     sb3_policy_kwargs(policy_kwargs, where)  # validates names
     return BaselineSpec(
         algo=algo, env_id=env_id, source=source, policy=policy, n_envs=n_envs,
@@ -221,13 +236,14 @@ def sb3_policy_kwargs(data: dict[str, Any], where: str = "policy_kwargs") -> dic
     out = {k: v for k, v in data.items() if k not in ("activation_fn", "optimizer")}
     if "activation_fn" in data:
         name = data["activation_fn"]
-        if name not in ACTIVATIONS:
-            raise ValueError(f"{where}: activation_fn {name!r}; allowed: {', '.join(ACTIVATIONS)}")
+        if not isinstance(name, str) or name not in ACTIVATIONS:
+            raise BadInputError(f"{where}: activation_fn {name!r}; allowed: "
+                                f"{', '.join(ACTIVATIONS)}")
         out["activation_fn"] = ACTIVATIONS[name]
     if "optimizer" in data:
         name = data["optimizer"]
-        if name not in OPTIMIZERS:
-            raise ValueError(f"{where}: optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+        if not isinstance(name, str) or name not in OPTIMIZERS:
+            raise BadInputError(f"{where}: optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
         if name == "rmsprop_tf_like":
             from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 

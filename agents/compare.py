@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -45,8 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agents.baselines import BASELINE_ALGOS
 from agents.compare_report import (
     OPTIONAL_FIELDS,
@@ -57,6 +54,8 @@ from agents.compare_report import (
     summarize,
     write_results,
 )
+from agents.errors import BadInputError
+from agents.files import ends_cleanly, read_json, read_yaml, write_json
 
 OUR_ALGOS: tuple[str, ...] = ("acktr", "a2c")
 ALGOS: tuple[str, ...] = OUR_ALGOS + BASELINE_ALGOS
@@ -190,13 +189,13 @@ def load_thresholds(envs: Sequence[str], given: dict[str, float] | None = None) 
     ``spec.reward_threshold``; envs with none are left out."""
     import gymnasium as gym
 
-    table = yaml.safe_load(THRESHOLDS_FILE.read_text()) or {}
+    table = read_thresholds(THRESHOLDS_FILE)
     out = {}
     for env in envs:
         if given and env in given:
             out[env] = float(given[env])
         elif env in table:
-            out[env] = float(table[env])
+            out[env] = table[env]
         else:
             try:
                 thr = gym.spec(env).reward_threshold
@@ -205,6 +204,23 @@ def load_thresholds(envs: Sequence[str], given: dict[str, float] | None = None) 
             if thr is not None:
                 out[env] = float(thr)
     return out
+
+
+def read_thresholds(path: Path) -> dict[str, float]:
+    """``{env id: return threshold}`` from a YAML mapping such as
+    ``configs/baselines/thresholds.yaml`` (empty file: none).
+
+    Raises:
+        agents.errors.BadInputError: naming the file and the first entry that is not
+            ``ENV_ID: NUMBER``.
+    """
+    table = read_yaml(path, "thresholds", empty={})
+    for env, value in table.items():
+        if not isinstance(env, str) or isinstance(value, bool) or not isinstance(
+                value, int | float):
+            raise BadInputError(f"{path}: entry {env!r}: {value!r}; expected ENV_ID: NUMBER, "
+                                "e.g. 'HalfCheetah-v5: 1500'")
+    return {env: float(value) for env, value in table.items()}
 
 
 def parse_thresholds(items: Sequence[str], envs: Sequence[str]) -> dict[str, float]:
@@ -265,7 +281,7 @@ def train_ours(spec: RunSpec, run_dir: Path, on_point: PointFn,
     reached = int(ckpt["progress"]["timesteps"]) if ckpt is not None else 0
     last = updates[-1] * cfg.batch_size
     if last in evaluated and reached == last and (train_dir / "summary.json").is_file():
-        summary = json.loads((train_dir / "summary.json").read_text())  # finished before
+        summary = read_summary(train_dir / "summary.json")  # finished before
     else:
         if ckpt is not None and reached in {u * cfg.batch_size for u in updates[:-1]} and (
                 reached not in evaluated):  # stopped while evaluating at this point
@@ -344,8 +360,8 @@ def resumable(spec: RunSpec, run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a stopped run of ours with these settings that can continue
     (its trainer checkpoint and evaluations so far); baselines always start over."""
     try:
-        before = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
-    except (OSError, ValueError, TypeError, KeyError):
+        before = RunSpec.from_dict(read_json(run_dir / "spec.json", "run spec"))
+    except (BadInputError, TypeError, KeyError):
         return False
     return (spec.algo in OUR_ALGOS and before.comparable() == spec.comparable()
             and (run_dir / "train" / "checkpoint.pt").is_file()
@@ -365,12 +381,16 @@ def run_one(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     evals = run_dir / "evals.csv"
     evaluated: list[int] = []
     if resumable(spec, run_dir):
-        evaluated = [r["timesteps"] for r in read_results(evals)]
+        rows = read_results(evals)
+        if not ends_cleanly(evals):  # a row cut short by a kill: rewrite without it
+            write_results(rows, evals.with_name("evals.csv.tmp"))
+            os.replace(evals.with_name("evals.csv.tmp"), evals)
+        evaluated = [r["timesteps"] for r in rows]
         print(f"{spec.key}: continuing after {max(evaluated, default=0)} steps", flush=True)
     else:
         with evals.open("w", newline="") as f:
             csv.DictWriter(f, fieldnames=RESULT_FIELDS + OPTIONAL_FIELDS).writeheader()
-    (run_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2) + "\n")
+    write_json(run_dir / "spec.json", dataclasses.asdict(spec))
 
     def on_point(t: int, mean: float, std: float, wall: float,
                  train_return: float = float("nan")) -> None:
@@ -386,9 +406,7 @@ def run_one(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     else:
         result = train_sb3(spec, on_point)
     done = {"spec": spec.comparable(), **result}
-    tmp = run_dir / "done.json.tmp"
-    tmp.write_text(json.dumps(done, indent=2) + "\n")
-    os.replace(tmp, run_dir / "done.json")
+    write_json(run_dir / "done.json", done)
     return done
 
 
@@ -398,9 +416,12 @@ def worker_main(argv: Sequence[str]) -> int:
         print("usage: python -m agents.compare worker RUN_DIR", file=sys.stderr)
         return 2
     run_dir = Path(argv[1])
-    spec = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
     try:
+        spec = RunSpec.from_dict(read_json(run_dir / "spec.json", "run spec"))
         run_one(spec, run_dir)
+    except BadInputError as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{spec.key}: interrupted", file=sys.stderr)
         return 130
@@ -424,9 +445,9 @@ def run_status(spec: RunSpec, run_dir: Path) -> str:
     """``"done"`` (a finished run with these settings), ``"todo"``; a finished run with other
     settings is a ValueError naming what differs."""
     done = run_dir / "done.json"
-    if not done.is_file():
+    if not done.exists():
         return "todo"
-    before = json.loads(done.read_text()).get("spec", {})
+    before = read_done(done).get("spec", {})
     now = spec.comparable()
     diff = [k for k in now if before.get(k) != now[k]]
     if diff:
@@ -447,7 +468,7 @@ def _prepare(run_dir: Path, spec: RunSpec) -> bool:
                              "use another --out")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    (run_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2) + "\n")
+    write_json(run_dir / "spec.json", dataclasses.asdict(spec))
     return False
 
 
@@ -559,6 +580,9 @@ def validate(s: CompareSettings) -> tuple[list[str], dict[str, dict[str, str]]]:
             raise ValueError(f"{name} must be >= {low}, got {value}")
     if not s.envs:
         raise ValueError("no env given (--env ENV [ENV ...])")
+    if s.out.exists() and not s.out.is_dir():
+        raise BadInputError(f"--out {s.out}: exists and is not a folder; pass a new or "
+                            "earlier compare output folder")
     if s.device is not None:
         resolve_device(s.device)
     probe = RunSpec("acktr", s.envs[0], s.first_seed, s.timesteps, (s.timesteps,),
@@ -577,10 +601,10 @@ def run_compare(s: CompareSettings, log: Callable[[str], None] = print) -> int:
                  s.threads, s.overrides)
     for spec in specs:  # conflicts with finished runs: an error before anything starts
         run_status(spec, s.out / "runs" / spec.key)
+    thresholds = load_thresholds(envs, s.thresholds)  # a bad file fails before any run
     s.out.mkdir(parents=True, exist_ok=True)
     _record_command(s)
     outcomes = execute(specs, s.out, s.jobs, log)
-    thresholds = load_thresholds(envs, s.thresholds)
     write_report(s.out, specs, sources, thresholds, outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     log(f"wrote {s.out / 'results.csv'} and {s.out / 'summary.md'}")
@@ -593,9 +617,51 @@ def run_compare(s: CompareSettings, log: Callable[[str], None] = print) -> int:
 
 def _record_command(s: CompareSettings) -> None:
     path = s.out / "compare.json"
-    record = json.loads(path.read_text()) if path.is_file() else {"commands": []}
+    record = read_record(path)
     record["commands"].append(s.command)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(path, record)
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A compare folder's ``compare.json`` (none yet: no commands).
+
+    Raises:
+        agents.errors.BadInputError: naming the file when it is not such a record.
+    """
+    if not path.exists():
+        return {"commands": []}
+    record = read_json(path, "compare record")
+    if not isinstance(record.get("commands"), list) or not all(
+            isinstance(c, str) for c in record["commands"]):
+        raise BadInputError(f"{path}: not a compare record: 'commands' must be a list of "
+                            "strings (the commands that wrote this folder); use another --out")
+    return record
+
+
+def read_done(path: Path) -> dict[str, Any]:
+    """A finished run's ``done.json``; its ``spec`` must be a mapping.
+
+    Raises:
+        agents.errors.BadInputError: naming the file, with what to do.
+    """
+    advice = f"remove {path.parent} to rerun that run"
+    try:
+        done = read_json(path, "finished-run record")
+    except BadInputError as err:
+        raise BadInputError(f"{err}; {advice}") from None
+    if not isinstance(done.get("spec"), dict):
+        raise BadInputError(f"{path}: not a finished-run record: no 'spec' mapping; {advice}")
+    return done
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A run's ``summary.json`` with ``null`` (written for NaN) read back as NaN.
+
+    Raises:
+        agents.errors.BadInputError: naming the file when it is not a JSON object.
+    """
+    return {k: float("nan") if v is None else v
+            for k, v in read_json(path, "run summary").items()}
 
 
 def collect_rows(specs: Sequence[RunSpec], out: Path) -> tuple[list[dict], dict[str, dict]]:
@@ -607,7 +673,7 @@ def collect_rows(specs: Sequence[RunSpec], out: Path) -> tuple[list[dict], dict[
         run_dir = out / "runs" / spec.key
         if (run_dir / "done.json").is_file():
             rows += _with_final_training_return(read_results(run_dir / "evals.csv"), run_dir)
-            done[spec.key] = json.loads((run_dir / "done.json").read_text())
+            done[spec.key] = read_done(run_dir / "done.json")
     return rows, done
 
 
@@ -617,9 +683,11 @@ def _with_final_training_return(rows: list[dict], run_dir: Path) -> list[dict]:
     summary_path = run_dir / "train" / "summary.json"
     if not rows or math.isfinite(rows[-1]["train_return_mean"]) or not summary_path.is_file():
         return rows
-    summary = json.loads(summary_path.read_text())
-    if int(summary.get("timesteps", -1)) == rows[-1]["timesteps"]:
-        rows[-1]["train_return_mean"] = float(summary.get("train_return_mean", float("nan")))
+    summary = read_summary(summary_path)
+    if summary.get("timesteps", -1) == rows[-1]["timesteps"]:
+        value = summary.get("train_return_mean", float("nan"))
+        rows[-1]["train_return_mean"] = float(value) if isinstance(value, int | float) \
+            else float("nan")
     return rows
 
 
@@ -634,8 +702,7 @@ def write_report(out: Path, specs: Sequence[RunSpec], sources: dict[str, dict[st
     summaries = summarize(rows, grid, thresholds)
     by_env = curves(rows)
     lines = ["# Comparison", "", "Commands (in `compare.json`):", ""]
-    record = json.loads((out / "compare.json").read_text()) if (out / "compare.json").is_file() \
-        else {"commands": []}
+    record = read_record(out / "compare.json")
     lines += [f"    {c}" for c in record["commands"]] + [""]
     if specs:
         sp = specs[0]

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from agents.files import csv_number, read_csv
+
 ALGO_ORDER = ("acktr", "a2c", "sb3-a2c", "trpo")
 RESULT_FIELDS = ("algo", "env", "seed", "timesteps", "eval_return_mean", "eval_return_std",
                  "wall_seconds")
@@ -94,23 +96,29 @@ def write_results(rows: Iterable[dict[str, Any]], path: Path) -> None:
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
-    """Rows of a ``results.csv`` with numbers converted; a missing column is an error naming it."""
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in RESULT_FIELDS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected "
-                             f"{', '.join(RESULT_FIELDS)}")
-        return [_typed(r) for r in reader]
+    """Rows of a ``results.csv`` (or a run's ``evals.csv``) with numbers converted.
+
+    Raises:
+        agents.errors.BadInputError: naming the file (and line and column): missing, not CSV
+            text, a missing column (listing the expected ones), a value that is not a number.
+    """
+    path = Path(path)
+    _, rows = read_csv(path, "results", required=RESULT_FIELDS)
+    return [_typed(path, line, r) for line, r in rows]
 
 
-def _typed(r: dict[str, Any]) -> dict[str, Any]:
-    return {"algo": r["algo"], "env": r["env"], "seed": int(r["seed"]),
-            "timesteps": int(float(r["timesteps"])),
-            "eval_return_mean": float(r["eval_return_mean"]),
-            "eval_return_std": float(r["eval_return_std"]),
-            "wall_seconds": float(r["wall_seconds"]),
-            "train_return_mean": float(r.get("train_return_mean") or "nan")}
+def _typed(path: Path, line: int, r: dict[str, Any]) -> dict[str, Any]:
+    def number(column: str, kind: type = float) -> Any:
+        return csv_number(path, line, r, column, kind)
+
+    return {"algo": r["algo"], "env": r["env"], "seed": number("seed", int),
+            "timesteps": number("timesteps", int),
+            "eval_return_mean": number("eval_return_mean"),
+            "eval_return_std": number("eval_return_std"),
+            "wall_seconds": number("wall_seconds"),
+            # absent (or empty) in files from before the column
+            "train_return_mean": number("train_return_mean") if r.get("train_return_mean")
+            else float("nan")}
 
 
 def curves(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[int, Curve]]:

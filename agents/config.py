@@ -23,9 +23,13 @@ from typing import Any, Literal
 
 import yaml
 
+from agents.errors import BadInputError, MissingInputError
+from agents.files import parse_yaml, read_yaml
 
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names the key."""
+
+class ConfigError(BadInputError):
+    """A configuration file or override is invalid; the message names the key (and the file,
+    when the file holds the bad value)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,8 +460,9 @@ def config_from_dict(data: Mapping[str, Any] | None) -> Config:
 def apply_overrides(data: Mapping[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``'section.key=value'`` overrides to nested plain data; returns a new dict.
 
-    Each value is parsed with ``yaml.safe_load`` (``8`` -> int, ``1e-3`` -> str then converted
-    by the field type, ``[64, 64]`` -> list, ``null`` -> None); nothing is evaluated.
+    Each value is parsed as YAML plain data (:func:`agents.files.parse_yaml`: ``8`` -> int,
+    ``1e-3`` -> str then converted by the field type, ``[64, 64]`` -> list, ``null`` -> None);
+    nothing is evaluated.
 
     Raises:
         ConfigError: For an override without ``=`` or with an empty key part.
@@ -471,9 +476,9 @@ def apply_overrides(data: Mapping[str, Any], overrides: list[str]) -> dict[str, 
                 f"invalid override {item!r}; expected 'section.key=value', e.g. 'env.num_envs=8'"
             )
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"invalid override {item!r}: cannot parse value: {err}") from None
+            value = parse_yaml(text, f"invalid override {item!r}")
+        except BadInputError as err:
+            raise ConfigError(str(err)) from None
         node = result
         for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
@@ -498,15 +503,37 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
     Raises:
         ConfigError: Unknown keys (named, with the valid ones listed), values of the wrong type
-            or out of range, malformed overrides.
+            or out of range, malformed overrides (an error the file alone causes names it); a
+            file that is unreadable, not YAML, or holds a Python tag, a duplicate key or
+            something other than a mapping of sections (see :func:`agents.files.read_yaml`).
+        agents.errors.MissingInputError: There is no file at ``path``.
     """
     data: Any = {}
     if path is not None:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    return config_from_dict(apply_overrides(data, overrides or []))
+        sections = ", ".join(f.name for f in fields(Config))
+        try:
+            data = read_yaml(path, "config", empty={},
+                             shape=f"a mapping of sections ({sections})")
+        except MissingInputError:
+            raise
+        except BadInputError as err:
+            raise ConfigError(str(err)) from None
+    try:
+        return config_from_dict(apply_overrides(data, overrides or []))
+    except ConfigError as err:
+        if path is not None and _file_alone_fails(data, str(err)):
+            raise ConfigError(f"{path}: {err}") from None
+        raise
+
+
+def _file_alone_fails(data: Any, message: str) -> bool:
+    """Whether the file's data without overrides fails with the same message (then the error
+    is the file's, and is reported with its name)."""
+    try:
+        config_from_dict(data)
+    except ConfigError as err:
+        return str(err) == message
+    return False
 
 
 FAMILY_CONFIGS = {"atari": "atari.yaml", "mujoco": "mujoco.yaml", "gym": "classic.yaml"}

@@ -390,7 +390,7 @@ def rank_checkpoint(ckpt: dict[str, Any], run_dir: Path, ctx: DistContext) -> di
     if not path.is_file():
         why = f"{path.name} is missing"
     else:
-        mine = load_checkpoint(path)
+        mine = load_checkpoint(path, required=RANK_KEYS)
         if mine["progress"]["update"] != update:
             why = (f"{path.name} is from update {mine['progress']['update']}, checkpoint.pt "
                    f"from update {update}")

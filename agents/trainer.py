@@ -15,7 +15,6 @@ have, on the same device (bit-exact on CPU). Env kinds that cannot be snapshot (
 from __future__ import annotations
 
 import csv
-import json
 import signal
 import sys
 import threading
@@ -32,7 +31,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from agents.checkpoint import (
+    CHECKPOINT_NAME,
+    RESUME_KEYS,
+    check_resumable,
+    load_checkpoint,
+    restoring,
+)
 from agents.config import Config, config_to_dict, save_config
 from agents.distributed import (
     SINGLE,
@@ -45,7 +50,9 @@ from agents.distributed import (
     seed_rank,
     sync_module,
 )
+from agents.errors import BadInputError
 from agents.evaluate import evaluate, make_env_from_config
+from agents.files import csv_number, ends_cleanly, read_csv, write_json
 from agents.policies import make_policy
 from agents.rollout import collect_rollout, obs_to_tensor
 from agents.storage import RolloutStorage
@@ -94,6 +101,18 @@ class Progress:
         self.recent_lengths.extend(p["recent_lengths"])
 
 
+def read_progress_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and rows of a run's ``progress.csv`` (empty: no header); a malformed one is a
+    BadInputError naming it and saying that moving it aside lets the run resume."""
+    if path.stat().st_size == 0:
+        return [], []
+    try:
+        return read_csv(path, "progress log", required=("timesteps",))
+    except BadInputError as err:
+        raise BadInputError(f"{err} (the run's log; move it aside to resume without it)"
+                            ) from None
+
+
 class RunLogger:
     """TensorBoard scalars and ``progress.csv`` rows (the CSV keeps its first row's columns).
 
@@ -111,11 +130,10 @@ class RunLogger:
         self.csv_path = run_dir / "progress.csv"
         self._fields: list[str] | None = None
         if self.csv_path.exists():
-            with self.csv_path.open() as f:
-                header = f.readline().strip()
-            self._fields = header.split(",") if header else None
+            header, rows = read_progress_csv(self.csv_path)
+            self._fields = header or None
             if resume_after is not None:
-                self._drop_rows_after(resume_after)
+                self._drop_rows_after(rows, resume_after)
         self.writer = None
         if enabled_tensorboard:
             try:
@@ -129,12 +147,11 @@ class RunLogger:
                     stacklevel=2,
                 )
 
-    def _drop_rows_after(self, timesteps: int) -> None:
-        with self.csv_path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        kept = [r for r in rows if int(float(r["timesteps"])) <= timesteps]
-        if len(kept) == len(rows):
-            return
+    def _drop_rows_after(self, rows: list[tuple[int, dict[str, str]]], timesteps: int) -> None:
+        kept = [r for line, r in rows
+                if csv_number(self.csv_path, line, r, "timesteps", int) <= timesteps]
+        if len(kept) == len(rows) and ends_cleanly(self.csv_path):
+            return  # else: drop what was logged after the checkpoint, or a row cut short
         with self.csv_path.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self._fields or [])
             w.writeheader()
@@ -338,8 +355,9 @@ def train(
     run_dir = Path(run_dir)
     device = dist.place(resolve_device(cfg.run.device))
     torch.manual_seed(cfg.run.seed)
-    ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME) if resume else None
+    ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, required=RESUME_KEYS) if resume else None
     if ckpt is not None:
+        check_resumable(ckpt, cfg, run_dir / CHECKPOINT_NAME)
         ckpt = rank_checkpoint(ckpt, run_dir, dist)
     seed = dist.env_seed(cfg)
     env = make_env_from_config(cfg, num_envs=dist.local_envs(cfg), seed=seed, training=True)
@@ -365,8 +383,12 @@ def _train(
     progress = Progress()
     seed = dist.env_seed(cfg)
     if ckpt is not None:
-        _restore(ckpt, policy, opts, env, progress, device)
-        obs = _resume_env(ckpt, env, cfg, progress, device, seed)
+        with restoring(run_dir / CHECKPOINT_NAME):  # state that does not fit: a clear error
+            _restore(ckpt, policy, opts, env, progress, device)
+            obs = _resume_env(ckpt, env, cfg, progress, device, seed)
+            if tuple(obs.shape) != (env.num_envs, *env.observation_space.shape):
+                raise ValueError(f"saved observations of shape {tuple(obs.shape)}, the envs "
+                                 f"give {(env.num_envs, *env.observation_space.shape)}")
     else:
         obs = obs_to_tensor(env.reset(seed=seed), device)
     if dist.is_main:
@@ -463,5 +485,5 @@ def _train(
                                      progress.timesteps)
     logger.close()
     if not interrupted:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(run_dir / "summary.json", summary)  # strict JSON: NaN -> null
     return summary

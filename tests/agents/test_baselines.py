@@ -27,6 +27,7 @@ from agents.baselines import (  # noqa: E402
     spec_from_entry,
 )
 from agents.config import Config, EnvConfig  # noqa: E402
+from agents.errors import BadInputError  # noqa: E402
 from agents.evaluate import evaluate, make_env_from_config, run_episodes  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -82,6 +83,30 @@ def test_bad_entries_name_the_key_and_the_valid_ones():
         spec_from_entry("trpo", "X", "gym", {"normalize": "yes"}, "t")
     with pytest.raises(ValueError, match="unknown baseline 'ppo'; baselines: sb3-a2c, trpo"):
         load_baseline_spec("ppo", "CartPole-v1", "gym")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("envs: [1, 2\n", "not valid YAML"),
+    ("envs:\n  CartPole-v1: !!python/object/apply:os.system [id]\n", "is not allowed"),
+    ("- a\n", "holds a mapping of keys at the top level; got list"),
+    ("envs: [CartPole-v1]\n", "'envs' must be a mapping of env ids to entries, got list"),
+    ("envs:\n  CartPole-v1: 7\n", "the entry of CartPole-v1 must be a mapping"),
+    ("envs:\n  CartPole-v1: {n_envs: many}\n", "n_envs must be a whole number >= 1, got 'many'"),
+    ("envs:\n  CartPole-v1: {policy_kwargs: [1]}\n", "policy_kwargs must be a mapping"),
+    ("envs:\n  CartPole-v1: {policy_kwargs: {activation_fn: [relu]}}\n",
+     "activation_fn \\['relu'\\]; allowed"),
+    ("envz: {}\n", "unknown key\\(s\\) 'envz'"),
+])
+def test_bad_baseline_config_files_name_the_file(text, message, tmp_path):
+    (tmp_path / "sb3-a2c.yaml").write_text(text)
+    with pytest.raises(BadInputError, match=message) as info:
+        load_baseline_spec("sb3-a2c", "CartPole-v1", "gym", config_dir=tmp_path)
+    assert str(tmp_path / "sb3-a2c.yaml") in str(info.value)
+
+
+def test_a_missing_baseline_config_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="sb3-a2c.yaml: no such baseline config file"):
+        load_baseline_spec("sb3-a2c", "CartPole-v1", "gym", config_dir=tmp_path)
 
 
 def test_policy_kwargs_become_sb3_objects():

@@ -35,7 +35,9 @@ from agents.compare_report import (
     timesteps_to_threshold,
     write_results,
 )
+from agents.errors import BadInputError
 from agents.trainer import train
+from tests.agents.test_files import strict_loads
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -254,14 +256,15 @@ def test_one_run_writes_a_row_per_evaluation_point_and_a_done_marker(tmp_path):
     assert [r["timesteps"] for r in rows] == [128, 256]  # classic config: 8 envs x 16 steps
     assert all(r["algo"] == "a2c" and r["seed"] == 0 for r in rows)
     assert rows[1]["wall_seconds"] > rows[0]["wall_seconds"] > 0
-    assert json.loads((tmp_path / "r" / "done.json").read_text())["spec"] == spec.comparable()
+    assert strict_loads((tmp_path / "r" / "done.json").read_text())["spec"] == spec.comparable()
+    strict_loads((tmp_path / "r" / "spec.json").read_text())
     assert done["timesteps"] == 256 and done["notes"] == []
 
 
 def test_our_runs_are_evaluated_like_the_trainers_final_evaluation(tmp_path):
     # The last point's evaluation is the trainer's own (same function, episodes and seed).
     compare.run_one(_spec(algo="acktr"), tmp_path / "r")
-    summary = json.loads((tmp_path / "r" / "train" / "summary.json").read_text())
+    summary = strict_loads((tmp_path / "r" / "train" / "summary.json").read_text())
     last = read_results(tmp_path / "r" / "evals.csv")[-1]
     assert last["eval_return_mean"] == summary["final_return_mean"]
     assert summary["eval_episodes"] == 2
@@ -308,6 +311,8 @@ def test_a_stopped_run_of_ours_continues_exactly_from_its_last_evaluation(tmp_pa
 
     run_dir = tmp_path / "stopped"
     _stop_run(spec, run_dir, stop_after_first, read_results(tmp_path / "full" / "evals.csv")[:1])
+    with (run_dir / "evals.csv").open("a") as f:
+        f.write("acktr,CartPole-v1,0,256,9.")  # a row the kill cut short: dropped, not extended
     assert compare.resumable(spec, run_dir)
     assert not compare.resumable(dataclasses.replace(spec, timesteps=512), run_dir)
     done = compare.run_one(spec, run_dir)
@@ -435,4 +440,82 @@ def test_compare_smoke_then_rerun_skips_finished_and_continues_unfinished(tmp_pa
     assert "started CartPole-v1/trpo/seed0" in messages
     assert (runs / "acktr" / "seed0" / "done.json").stat().st_mtime == first
     assert read_results(runs / "a2c" / "seed0" / "evals.csv") == before
-    assert len(json.loads((s.out / "compare.json").read_text())["commands"]) == 2
+    assert len(strict_loads((s.out / "compare.json").read_text())["commands"]) == 2
+
+
+# --- bad files in a compare folder: one-line errors naming them ---------------------------------
+
+
+def test_bad_results_files_name_file_line_and_column(tmp_path):
+    path = tmp_path / "evals.csv"
+    write_results([{"algo": "a2c", "env": "CartPole-v1", "seed": 0, "timesteps": 128,
+                    "eval_return_mean": 9.5, "eval_return_std": 0.5, "wall_seconds": 1.0,
+                    "train_return_mean": float("nan")}], path)
+    good = path.read_text()
+    path.write_text(good + "a2c,CartPole-v1,0,2")  # a row cut short by a kill: left out
+    assert [r["timesteps"] for r in read_results(path)] == [128]
+    path.write_text(good.replace("9.5", "lots"))
+    with pytest.raises(BadInputError, match=r"evals.csv: line 2, column 'eval_return_mean': "
+                                            r"'lots' is not a number"):
+        read_results(path)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x01")
+    with pytest.raises(BadInputError, match="evals.csv: not a results file: not UTF-8 text"):
+        read_results(path)
+
+
+def test_summary_null_reads_back_as_nan_and_old_nan_files_still_read(tmp_path):
+    path = tmp_path / "summary.json"
+    path.write_text('{"timesteps": 8, "train_return_mean": null, "fps": NaN}')
+    summary = compare.read_summary(path)
+    assert summary["timesteps"] == 8 and math.isnan(summary["train_return_mean"])
+    assert math.isnan(summary["fps"])
+
+
+def test_bad_records_name_the_file_and_what_to_do(tmp_path):
+    record = tmp_path / "compare.json"
+    assert compare.read_record(record) == {"commands": []}
+    record.write_text('{"commands": "python train.py"}')
+    with pytest.raises(BadInputError, match="compare.json: not a compare record"):
+        compare.read_record(record)
+    done = tmp_path / "done.json"
+    done.write_text('{"spec": [1]}')
+    with pytest.raises(BadInputError, match=f"no 'spec' mapping; remove {tmp_path}"):
+        compare.read_done(done)
+    done.write_text("{")
+    with pytest.raises(BadInputError, match=f"done.json: not a valid .*; remove {tmp_path}"):
+        compare.read_done(done)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("CartPole-v1: lots\n", "entry 'CartPole-v1': 'lots'; expected ENV_ID: NUMBER"),
+    ("- CartPole-v1\n", "holds a mapping of keys at the top level; got list"),
+    ("CartPole-v1: !!python/object/apply:os.system [id]\n", "is not allowed"),
+    ("CartPole-v1: true\n", "entry 'CartPole-v1': True"),
+])
+def test_bad_thresholds_file_is_an_error_naming_it(text, message, tmp_path, monkeypatch):
+    path = tmp_path / "thresholds.yaml"
+    path.write_text(text)
+    with pytest.raises(BadInputError, match=message):
+        compare.read_thresholds(path)
+    monkeypatch.setattr(compare, "THRESHOLDS_FILE", path)
+    with pytest.raises(BadInputError, match=str(path)):
+        compare.load_thresholds(["CartPole-v1"])
+
+
+def test_a_bad_thresholds_file_fails_before_any_run(tmp_path, monkeypatch):
+    path = tmp_path / "thresholds.yaml"
+    path.write_text("CartPole-v1: [\n")
+    monkeypatch.setattr(compare, "THRESHOLDS_FILE", path)
+    settings = CompareSettings(envs=["CartPole-v1"], out=tmp_path / "out", algos=["a2c"],
+                               seeds=1, timesteps=256)
+    with pytest.raises(BadInputError, match="thresholds.yaml: not valid YAML"):
+        compare.run_compare(settings, log=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_spec_json_starts_the_run_over(tmp_path):
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "spec.json").write_bytes(b"\x00\xff")
+    assert not compare.resumable(_spec(algo="acktr"), run_dir)
+    assert compare.worker_main(["worker", str(run_dir)]) == 2

@@ -22,6 +22,7 @@ from agents.storage import RolloutStorage
 from agents.updates import make_optimizers, update
 from envs import SnapshotUnsupported
 from envs.gym_adapter import GymnasiumVecEnv
+from tests.agents.test_files import strict_loads
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CARTPOLE = ("classic.yaml", "env.num_envs=4", "algo.num_steps=8")
@@ -159,6 +160,19 @@ def test_resume_after_a_crash_drops_what_was_logged_after_the_checkpoint(tmp_pat
     assert_same_run(tmp_path / "full", tmp_path / "crashed")
 
 
+def test_resume_after_a_row_cut_short_continues_the_log_cleanly(tmp_path, monkeypatch):
+    cfg = make_cfg(*CARTPOLE, "run.checkpoint_every=4", updates=6)
+    run(cfg, tmp_path / "full")
+    stop_at(monkeypatch, 5, "crash")  # right after the checkpoint of update 4
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(cfg, tmp_path / "cut")
+    monkeypatch.undo()
+    with (tmp_path / "cut" / "progress.csv").open("a") as f:
+        f.write("5,40,0.")  # a kill in the middle of writing a row
+    run(cfg, tmp_path / "cut", resume=True)
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
+
+
 def test_a_second_ctrl_c_stops_at_once_and_resumes_from_fresh_episodes(tmp_path, monkeypatch):
     cfg = make_cfg(*CARTPOLE, updates=6)
     stop_at(monkeypatch, 3, "abort")
@@ -254,3 +268,12 @@ def test_two_updates_give_finite_metrics_and_move_every_parameter(config, algo):
     assert metrics and all(math.isfinite(v) for v in metrics.values()), metrics
     unchanged = [k for k, v in policy.state_dict().items() if torch.equal(v, before[k])]
     assert not unchanged
+
+
+def test_summary_json_is_strict_json_with_null_for_nan(tmp_path):
+    # One 8-step rollout of one CartPole env: no episode ends, so the training return is NaN.
+    summary = run(make_cfg(*CARTPOLE, "env.num_envs=1", updates=1), tmp_path / "r")
+    assert math.isnan(summary["train_return_mean"])
+    written = strict_loads((tmp_path / "r" / "summary.json").read_text())
+    assert written["train_return_mean"] is None
+    assert written["timesteps"] == summary["timesteps"] == 8
