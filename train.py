@@ -50,7 +50,10 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", help="run directory name (default: env_algo_sSEED_TIME)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its checkpoint and config; with env "
-                   "snapshots (MuJoCo, classic control, Atari) exactly as if never stopped")
+                   "snapshots (MuJoCo, classic control, Atari) exactly as if never stopped. "
+                   "Works after a kill -9 at any moment: it loses at most one checkpoint "
+                   "interval (run.checkpoint_seconds, default 600, and run.checkpoint_every); "
+                   "a run killed before its first checkpoint starts over")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files")
     return p
@@ -193,7 +196,9 @@ def train_main(argv: list[str]) -> int:
         cfg = load_config(args.config or _default_config(args.env, args.overrides), overrides)
         run_dir = Path(cfg.run.logdir) / (args.run_name or _run_name(cfg))
     # Imported only now: a bad config fails before torch loads.
+    from agents.checkpoint import CheckpointWriteError
     from agents.distributed import DistributedError, broadcast_object, setup, shutdown
+    from agents.faults import TrainingFault
     from agents.trainer import resolve_device, train
 
     # Under torchrun: join the process group (checks: same config, world size divides envs).
@@ -204,7 +209,7 @@ def train_main(argv: list[str]) -> int:
             print(f"run directory: {run_dir}")
         summary = train(cfg, run_dir, resume=args.resume is not None, dist=dist,
                         progress_bar=not args.no_progress, tensorboard=not args.no_tensorboard)
-    except DistributedError as e:
+    except (DistributedError, TrainingFault, CheckpointWriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:

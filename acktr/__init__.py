@@ -2,7 +2,10 @@
 
 Public API of the core:
 
-* :class:`KFAC`: K-FAC as a ``torch.optim.Optimizer`` (momentum, ACKTR trust region).
+* :class:`KFAC`: K-FAC as a ``torch.optim.Optimizer`` (momentum, ACKTR trust region), or
+  adaptive (``adaptive=True``: step, momentum and damping from the exact quadratic model,
+  Martens & Grosse 2015 sections 6-7; :class:`AdaptiveSettings`).
+* :func:`ggn_vector_product`: exact Gauss-Newton/Fisher-vector products (:mod:`acktr.curvature`).
 * :class:`KFACPreconditioner`: K-FAC as a gradient preconditioner for any torch optimizer.
 * :func:`fisher_loss`, :func:`gauss_newton_losses`: losses that record Fisher statistics.
 * :func:`register_layer`: teach K-FAC a new layer type.
@@ -20,7 +23,9 @@ Public API of the core:
 
 from __future__ import annotations
 
+from acktr.adaptive import AdaptiveSettings
 from acktr.blocks import DiagonalBlock, KroneckerBlock
+from acktr.curvature import ggn_vector_product
 from acktr.distributed import average_gradients
 from acktr.exact_ngd import ExactNGD
 from acktr.layers import BroadcastBias, Conv2dHelper, LayerHelper, LinearHelper, register_layer
@@ -35,6 +40,8 @@ from acktr.tridiagonal import TridiagonalKFACPreconditioner
 __all__ = [
     "KFAC",
     "KFACPreconditioner",
+    "AdaptiveSettings",
+    "ggn_vector_product",
     "fisher_loss",
     "gauss_newton_losses",
     "register_layer",

@@ -147,6 +147,10 @@ class KroneckerBlock:
         self.eig: tuple[Tensor, Tensor, Tensor, Tensor] | None = None  # dA, QA, dG, QG
         self.inv: tuple[Tensor, Tensor] | None = None  # A_inv, G_inv
         self.pi = torch.ones((), **kw)
+        # True while ``eig`` is the eigendecomposition of the current A and G (set by a
+        # synchronous refresh, cleared by the next factor update): then a compact state dict
+        # stores the factors only and the eigenbases are recomputed on load.
+        self.eig_from_factors = False
         self._denominator: Tensor | None = None
         self._denominator_key: tuple | None = None
         self._reset_pending()
@@ -193,7 +197,12 @@ class KroneckerBlock:
         return a_new, g_new
 
     def update_factors(self, a_new: Tensor, g_new: Tensor, decay: float) -> None:
-        """EMA update of both factors; non-finite statistics are skipped (counted, no sync)."""
+        """EMA update of both factors; non-finite statistics are skipped (counted, no sync).
+
+        The new statistics are symmetrized first (a no-op on the exactly symmetric products
+        most BLAS return, a round-off fix on the others), so the factors stay symmetric bit for
+        bit and a compact state dict stores one triangle of each."""
+        a_new, g_new = _symmetrized(a_new), _symmetrized(g_new)
         ok = all_finite(a_new, g_new)
         weight = ema_weight(decay, self.n_updates, self.dtype)
         ema_update(self.A, a_new, weight, ok)
@@ -201,6 +210,7 @@ class KroneckerBlock:
         self.n_updates.add_(ok)
         self.n_skipped.add_(~ok)
         self.recorded = True
+        self.eig_from_factors = False
 
     # ----------------------------------------------------------------- inversion
     @property
@@ -242,7 +252,9 @@ class KroneckerBlock:
 
         On failure the previous ones are kept and a warning is issued. Returns success.
         """
-        return self.install(self.decompose(damping, method))
+        ok = self.install(self.decompose(damping, method))
+        self.eig_from_factors = ok and self.eig is not None
+        return ok
 
     def eigen_denominator(self, damping: float, scheme: DampingScheme) -> Tensor:
         """The damped eigenvalues of the block, as an ``(out, in [+1])`` matrix.
@@ -292,10 +304,15 @@ class KroneckerBlock:
         root = math.sqrt(damping)
         return torch.kron(self.G + root / pi * eye_g, self.A + pi * root * eye_a)
 
-    def state_dict(self) -> dict[str, object]:
+    def state_dict(self, compact: bool = False, refresh_next: bool = False) -> dict[str, object]:
+        """The block's state. ``compact``: symmetric factors as their lower triangle, and no
+        eigenbases where they can be had again bit for bit: recomputed on load from the stored
+        factors when they are those factors' eigendecomposition (only the eigenvalues are kept,
+        to check the recomputation), dropped when ``refresh_next`` (the next step recomputes
+        them anyway). Lossless either way; :meth:`load_state_dict` reads both forms."""
         state: dict[str, object] = {
-            "A": self.A,
-            "G": self.G,
+            "A": pack_symmetric(self.A) if compact else self.A,
+            "G": pack_symmetric(self.G) if compact else self.G,
             "n_updates": self.n_updates,
             "n_skipped": self.n_skipped,
             "n_refresh_failures": self.n_refresh_failures,
@@ -303,12 +320,17 @@ class KroneckerBlock:
             "pi": self.pi,
         }
         if self.eig is not None:
-            state["eig"] = list(self.eig)
+            if compact and self.eig_from_factors:
+                state["eig"] = "recompute"
+                state["eigenvalues"] = [self.eig[0], self.eig[2]]
+            elif not (compact and refresh_next):
+                state["eig"] = list(self.eig)
         if self.inv is not None:
             state["inv"] = list(self.inv)
         return state
 
     def load_state_dict(self, state: dict[str, object]) -> None:
+        state = {**state, "A": unpack_symmetric(state["A"]), "G": unpack_symmetric(state["G"])}
         for key in ("A", "G"):
             t = state[key]
             expected = getattr(self, key).shape
@@ -328,8 +350,59 @@ class KroneckerBlock:
         self.pi = state["pi"].to(**kw)  # type: ignore[union-attr]
         eig, inv = state.get("eig"), state.get("inv")
         self._denominator_key = None
+        self.eig_from_factors = eig == "recompute"
+        if self.eig_from_factors:
+            eig = self._recompute_eig(state["eigenvalues"])  # type: ignore[arg-type]
         self.eig = tuple(t.to(**kw) for t in eig) if eig is not None else None  # type: ignore
         self.inv = tuple(t.to(**kw) for t in inv) if inv is not None else None  # type: ignore
+
+    def _recompute_eig(self, eigenvalues: list[Tensor]) -> tuple[Tensor, ...]:
+        """The eigendecomposition a compact state dict left out, from the loaded factors; warns
+        if its eigenvalues are not bit-identical to the stored ones (another BLAS/LAPACK, thread
+        count or device: the run goes on equivalently, but not bit for bit)."""
+        result = decompose_factors(self.A, self.G, 0.0, "eigen")
+        if result.eig is None:
+            raise ValueError(f"K-FAC state for layer '{self.name}': recomputing its "
+                             f"eigenbases from the stored factors failed ({result.error})")
+        d_a, _, d_g, _ = result.eig
+        stored_a, stored_g = (t.to(d_a.device, d_a.dtype) for t in eigenvalues)
+        if not (torch.equal(d_a, stored_a) and torch.equal(d_g, stored_g)):
+            warnings.warn(
+                f"K-FAC: the eigendecomposition of layer '{self.name}' recomputed on load is "
+                "not bit-identical to the saved one (different LAPACK, thread count or device?); "
+                "the resumed run is equivalent but will not match the uninterrupted one exactly",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return result.eig
+
+
+def _symmetrized(m: Tensor) -> Tensor:
+    return 0.5 * (m + m.T)  # (x + y) == (y + x) in floating point: exactly symmetric
+
+
+def pack_symmetric(m: Tensor) -> Tensor | dict[str, object]:
+    """A square matrix equal to its transpose bit for bit as its lower triangle (half the
+    bytes); any other tensor unchanged. :func:`unpack_symmetric` inverts it exactly."""
+    if m.dim() != 2 or m.shape[0] != m.shape[1] or not torch.equal(m, m.T):
+        return m
+    rows, cols = torch.tril_indices(m.shape[0], m.shape[0], device=m.device)
+    return {"symmetric_tril": m[rows, cols], "size": m.shape[0]}
+
+
+def unpack_symmetric(packed: object) -> object:
+    """The matrix :func:`pack_symmetric` packed (anything else is returned as it is)."""
+    if not isinstance(packed, dict) or "symmetric_tril" not in packed:
+        return packed
+    tril, n = packed["symmetric_tril"], int(packed["size"])
+    if not isinstance(tril, Tensor) or tril.shape != (n * (n + 1) // 2,):
+        raise ValueError(f"a packed symmetric matrix of size {n} has {getattr(tril, 'shape', None)}"
+                         f" values; expected ({n * (n + 1) // 2},)")
+    rows, cols = torch.tril_indices(n, n, device=tril.device)
+    m = torch.empty(n, n, dtype=tril.dtype, device=tril.device)
+    m[rows, cols] = tril
+    m[cols, rows] = tril
+    return m
 
 
 class DiagonalBlock:

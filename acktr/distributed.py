@@ -18,12 +18,20 @@ its own mini-batch of ``B`` examples:
   refresh and raises if they drifted apart (gradients that were not averaged).
 
 Every function is a no-op in a single process (no process group, or a world of size 1).
+
+Which processes: every function takes ``group``, a :data:`GroupSpec`: ``"default"`` (the
+default: torch.distributed's default group, whenever one is initialized), a
+``torch.distributed.ProcessGroup`` (e.g. from ``dist.new_group``: only its members take part), or
+``"local"``: this process alone, never a collective, whatever process group is running (a model
+that one rank trains by itself inside a distributed job: an evaluation model, a per-rank
+auxiliary model). ``None`` means the default group, as in torch.distributed's own functions.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import Literal, Union
 
 import torch
 import torch.distributed as dist
@@ -31,32 +39,61 @@ from torch import Tensor
 
 from acktr.blocks import Decomposition, KroneckerBlock
 
+GroupSpec = Union["dist.ProcessGroup", Literal["default", "local"], None]
+"""Which processes K-FAC's collectives span: ``"default"`` (or None) for the default process
+group when one is initialized, a ``ProcessGroup``, or ``"local"`` for this process alone."""
 
-def is_distributed() -> bool:
-    """True when a ``torch.distributed`` process group with more than one rank is running."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+def check_group(group: GroupSpec) -> GroupSpec:
+    """Validate a :data:`GroupSpec`; return it.
+
+    Raises:
+        ValueError: for anything but ``"default"``, ``"local"``, None or a ProcessGroup.
+    """
+    if group is None or (isinstance(group, str) and group in ("default", "local")):
+        return group
+    if dist.is_available() and isinstance(group, dist.ProcessGroup):
+        return group
+    raise ValueError(
+        "process_group must be 'default' (the default process group when one is initialized), "
+        f"'local' (this process alone) or a torch.distributed.ProcessGroup, got {group!r}"
+    )
 
 
-def _comm_device(like: torch.device) -> torch.device:
+def _pg(group: GroupSpec) -> dist.ProcessGroup | None:
+    """The torch.distributed group argument for ``group`` (None: the default group)."""
+    return None if group is None or isinstance(group, str) else group
+
+
+def is_distributed(group: GroupSpec = "default") -> bool:
+    """True when ``group`` spans more than one process: a process group is running, ``group``
+    is not ``"local"``, and it has more than one rank."""
+    if isinstance(group, str) and group == "local":
+        return False
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size(_pg(group)) > 1
+
+
+def _comm_device(like: torch.device, group: GroupSpec = "default") -> torch.device:
     """Where a collective's buffer must live: NCCL needs CUDA tensors, gloo takes either."""
-    if dist.get_backend() == "nccl" and like.type != "cuda":
+    if dist.get_backend(_pg(group)) == "nccl" and like.type != "cuda":
         return torch.device("cuda", torch.cuda.current_device())
     return like
 
 
-def reduce_statistics(stats: list[Tensor]) -> list[Tensor]:
-    """Average freshly computed curvature statistics over all ranks (no-op in one process).
+def reduce_statistics(stats: list[Tensor], group: GroupSpec = "default") -> list[Tensor]:
+    """Average freshly computed curvature statistics over the ranks of ``group`` (no-op in one
+    process, or for ``"local"``).
 
     Called once per statistics step, before the factors' moving averages are updated, with every
     layer's new statistics; they are flattened into one buffer so the reduction is a single
     collective. Gradients themselves are averaged by the usual data-parallel machinery (DDP, or
     :func:`average_gradients`).
     """
-    if not stats or not is_distributed():
+    if not stats or not is_distributed(group):
         return stats
     flat = torch.cat([s.reshape(-1) for s in stats])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= dist.get_world_size()
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=_pg(group))
+    flat /= dist.get_world_size(_pg(group))
     out, offset = [], 0
     for s in stats:
         out.append(flat[offset : offset + s.numel()].view_as(s))
@@ -64,15 +101,16 @@ def reduce_statistics(stats: list[Tensor]) -> list[Tensor]:
     return out
 
 
-def average_gradients(params: Iterable[Tensor]) -> None:
-    """Average ``.grad`` over all ranks in place, in one all-reduce (no-op in one process).
+def average_gradients(params: Iterable[Tensor], group: GroupSpec = "default") -> None:
+    """Average ``.grad`` over the ranks of ``group`` in place, in one all-reduce per dtype (no-op
+    in one process, or for ``group="local"``).
 
     What ``DistributedDataParallel`` does during ``backward()``, for models that are not wrapped
     in it: call it after the training loss's backward and before the optimizer's ``step()``
     (and before gradient clipping, so every rank clips the same gradient). Parameters without a
     gradient are skipped; every rank must have gradients for the same parameters.
     """
-    if not is_distributed():
+    if not is_distributed(group):
         return
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
@@ -80,13 +118,13 @@ def average_gradients(params: Iterable[Tensor]) -> None:
     by_dtype: dict[tuple[torch.dtype, torch.device], list[Tensor]] = {}
     for g in grads:
         by_dtype.setdefault((g.dtype, g.device), []).append(g)
-    world = dist.get_world_size()
-    for group in by_dtype.values():
-        flat = torch.cat([g.reshape(-1) for g in group])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    world = dist.get_world_size(_pg(group))
+    for same in by_dtype.values():
+        flat = torch.cat([g.reshape(-1) for g in same])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=_pg(group))
         flat /= world
         offset = 0
-        for g in group:
+        for g in same:
             g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
@@ -120,13 +158,15 @@ def assign_owners(costs: Mapping[str, float], world_size: int) -> dict[str, int]
 class DecompositionSharding:
     """Which rank refreshes which block, and the exchange of the results.
 
-    Built once per preconditioner from its blocks (whose shapes never change); all ranks build
-    the same one. ``owned`` lists the blocks this rank decomposes.
+    Built once per preconditioner from its blocks (whose shapes never change); all ranks of
+    ``group`` build the same one. ``owned`` lists the blocks this rank decomposes; ranks are
+    ranks within ``group``.
     """
 
-    def __init__(self, blocks: Mapping[str, KroneckerBlock]) -> None:
-        self.world_size = dist.get_world_size()
-        self.rank = dist.get_rank()
+    def __init__(self, blocks: Mapping[str, KroneckerBlock], group: GroupSpec = "default") -> None:
+        self.group = group
+        self.world_size = dist.get_world_size(_pg(group))
+        self.rank = dist.get_rank(_pg(group))
         self.blocks = dict(blocks)
         self.owners = assign_owners(
             {n: decomposition_cost(b) for n, b in blocks.items()}, self.world_size
@@ -138,18 +178,19 @@ class DecompositionSharding:
     ) -> dict[str, Decomposition | None]:
         """Every block's decomposition, each broadcast from its owner (a collective); see
         :func:`exchange_decompositions`."""
-        return exchange_decompositions(results, self.blocks, self.owners, method)
+        return exchange_decompositions(results, self.blocks, self.owners, method, self.group)
 
 
 def update_sharding(
-    current: DecompositionSharding | None, blocks: Mapping[str, KroneckerBlock]
+    current: DecompositionSharding | None, blocks: Mapping[str, KroneckerBlock],
+    group: GroupSpec = "default",
 ) -> DecompositionSharding | None:
-    """The sharding to use now: None in one process, else ``current`` (built anew if the
-    process group changed since)."""
-    if not is_distributed():
+    """The sharding to use now: None in one process (or ``"local"``), else ``current`` (built
+    anew if the process group changed since)."""
+    if not is_distributed(group):
         return None
-    if current is None or current.world_size != dist.get_world_size():
-        return DecompositionSharding(blocks)
+    if current is None or current.world_size != dist.get_world_size(_pg(group)):
+        return DecompositionSharding(blocks, group)
     return current
 
 
@@ -165,8 +206,10 @@ def exchange_decompositions(
     blocks: Mapping[str, KroneckerBlock],
     owners: Mapping[str, int],
     method: str,
+    group: GroupSpec = "default",
 ) -> dict[str, Decomposition | None]:
-    """Broadcast each block's decomposition from its owner: one broadcast per owner rank.
+    """Broadcast each block's decomposition from its owner: one broadcast per owner rank
+    (ranks within ``group``).
 
     ``results`` holds this rank's results for the blocks it owns; an owned block missing from
     it (or None: no statistics yet) is None on every rank. Results for blocks owned by other
@@ -176,8 +219,9 @@ def exchange_decompositions(
     collective that happens only when some flag is set (every rank sees the same flags), its
     message. The result of a block is bitwise the same on every rank.
     """
-    world = dist.get_world_size()
-    rank = dist.get_rank()
+    pg = _pg(group)
+    world = dist.get_world_size(pg)
+    rank = dist.get_rank(pg)
     out: dict[str, Decomposition | None] = {}
     failed: dict[str, int] = {}
     for owner in range(world):
@@ -193,8 +237,9 @@ def exchange_decompositions(
             buf = torch.cat([p.reshape(-1).to(dtype=dtype, device=device) for p in parts])
         else:
             buf = torch.empty(sum(map(sum, sizes)), dtype=dtype, device=device)
-        comm = buf.to(_comm_device(device))
-        dist.broadcast(comm, src=owner)
+        comm = buf.to(_comm_device(device, group))
+        src = owner if pg is None else dist.get_global_rank(pg, owner)
+        dist.broadcast(comm, src=src, group=pg)
         buf = comm.to(device)
         offset = 0
         for n, sz in zip(names, sizes, strict=True):
@@ -205,7 +250,7 @@ def exchange_decompositions(
             if result is not None and result.error is not None:
                 failed[n] = owner
     if failed:
-        messages = _failure_messages(results, failed, rank)
+        messages = _failure_messages(results, failed, rank, group)
         for n in failed:
             out[n].error = messages[n]  # type: ignore[union-attr]
     return out
@@ -242,12 +287,13 @@ def _unpack(
 
 
 def _failure_messages(
-    results: Mapping[str, Decomposition | None], failed: Mapping[str, int], rank: int
+    results: Mapping[str, Decomposition | None], failed: Mapping[str, int], rank: int,
+    group: GroupSpec = "default",
 ) -> dict[str, str]:
     """The error messages of failed refreshes, from their owners (all ranks call this)."""
     mine = {n: results[n].error for n in failed if failed[n] == rank}  # type: ignore[union-attr]
-    gathered: list[dict | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, mine)
+    gathered: list[dict | None] = [None] * dist.get_world_size(_pg(group))
+    dist.all_gather_object(gathered, mine, group=_pg(group))
     messages: dict[str, str] = {}
     for owner, part in enumerate(gathered):
         for n, msg in (part or {}).items():
@@ -268,8 +314,11 @@ def _fingerprint(params: list[Tensor]) -> Tensor:
     return torch.stack([total, weighted])
 
 
-def check_replicas_in_sync(params: Iterable[Tensor], step: int, rtol: float = 1e-6) -> None:
-    """Raise on every rank if the parameters differ across ranks (no-op in one process).
+def check_replicas_in_sync(
+    params: Iterable[Tensor], step: int, rtol: float = 1e-6, group: GroupSpec = "default"
+) -> None:
+    """Raise on every rank if the parameters differ across the ranks of ``group`` (no-op in one
+    process, or for ``"local"``).
 
     A cheap check (one all-reduce of 4 numbers) that data-parallel replicas did not drift
     apart, which happens when gradients are not averaged (neither DDP nor
@@ -279,21 +328,42 @@ def check_replicas_in_sync(params: Iterable[Tensor], step: int, rtol: float = 1e
         RuntimeError: on every rank, naming the step, when the fingerprints differ by more than
             ``rtol`` (relative; default 1e-6).
     """
-    if not is_distributed():
+    if not is_distributed(group):
         return
     params = [p for p in params]
     if not params:
         return
     f = _fingerprint(params)
-    both = torch.cat([f, -f]).to(_comm_device(f.device))
-    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    both = torch.cat([f, -f]).to(_comm_device(f.device, group))
+    dist.all_reduce(both, op=dist.ReduceOp.MAX, group=_pg(group))
     high, low = both[:2], -both[2:]
     spread = float((high - low).abs().max())
     scale = float(torch.maximum(high.abs(), low.abs()).max()) or 1.0
     if spread > rtol * scale:
         raise RuntimeError(
-            f"K-FAC step {step}: the parameters differ across the {dist.get_world_size()} ranks "
+            f"K-FAC step {step}: the parameters differ across the {dist.get_world_size(_pg(group))}"
+            " ranks "
             f"(relative spread {spread / scale:.3g}): gradients were not averaged. Wrap the model "
             "in torch.nn.parallel.DistributedDataParallel, or call "
             "acktr.distributed.average_gradients(model.parameters()) after backward()"
         )
+
+
+def group_mean(values: list[float] | list[Tensor], group: GroupSpec = "default") -> list:
+    """The mean over the ranks of ``group`` of each value (floats, or tensors of any shape), in
+    one all-reduce; the values themselves in one process (or for ``"local"``)."""
+    if not values or not is_distributed(group):
+        return list(values)
+    tensors = [v if isinstance(v, Tensor) else torch.tensor(float(v), dtype=torch.float64)
+               for v in values]
+    like = tensors[0]
+    flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
+    flat = flat.to(_comm_device(like.device, group))
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=_pg(group))
+    flat = flat.to(like.device) / dist.get_world_size(_pg(group))
+    out, offset = [], 0
+    for v, t in zip(values, tensors, strict=True):
+        chunk = flat[offset : offset + t.numel()].view_as(t)
+        offset += t.numel()
+        out.append(float(chunk) if not isinstance(v, Tensor) else chunk.to(t.dtype))
+    return out

@@ -5,12 +5,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from acktr.adaptive import AdaptiveKFAC, AdaptiveSettings, Closure
 from acktr.blocks import DampingScheme, InverseMethod
+from acktr.distributed import GroupSpec
+from acktr.losses import FisherKind
 from acktr.preconditioner import Fallback, KFACPreconditioner, LossReduction
 from acktr.schedules import (
     Schedule,
@@ -22,9 +26,14 @@ from acktr.schedules import (
 )
 from acktr.tridiagonal import STRUCTURES, Structure, TridiagonalKFACPreconditioner
 
+DEFAULT_LR = 0.1
+DEFAULT_MOMENTUM = 0.9
+DEFAULT_DAMPING = 0.1
+
 
 class KFAC(torch.optim.Optimizer):
-    """K-FAC natural-gradient descent with momentum and an optional KL trust region (ACKTR).
+    """K-FAC natural-gradient descent with momentum and an optional KL trust region (ACKTR), or
+    with step size, momentum and damping from the exact quadratic model (``adaptive=True``).
 
     One ``step()`` reads as its phases: precondition the gradient with the Kronecker-factored
     Fisher (refreshing eigenbases when due), rescale it by the trust region, and take a momentum
@@ -42,15 +51,32 @@ class KFAC(torch.optim.Optimizer):
     (Gauss-Newton) step; on a single linear layer with squared error it lands on the
     least-squares solution.
 
+    Adaptive mode (Martens & Grosse 2015, sections 6-7; :mod:`acktr.adaptive`): no learning
+    rate, momentum or damping to choose. ``step(closure)`` takes a closure that re-evaluates the
+    model on the batch and returns the training loss (a batch mean), as for
+    ``torch.optim.LBFGS``; the optimizer runs the backward passes, records the curvature
+    statistics, and picks ``delta = alpha Delta + mu delta_0`` by minimizing the exact quadratic
+    model (exact Fisher/Gauss-Newton products), adapting ``lambda`` (Levenberg-Marquardt) and the
+    factored damping ``gamma``::
+
+        opt = acktr.KFAC(model, adaptive=True)
+        for x, y in loader:
+            opt.step(lambda: F.cross_entropy(model(x), y))
+
+    The model must be called once in the closure and return the output tensor the loss is
+    computed from (or the closure returns ``(loss, outputs)``). The output distribution
+    (``loss_kind``) is recognised from the loss's curvature at the first step, or given.
+
     Args:
         model: the network whose parameters are optimized (see :class:`KFACPreconditioner`
             for which parameters get Kronecker blocks and which the fallback).
-        lr: step size (float or callable of the step). Default 0.1.
-        momentum: in [0, 1). Default 0.9.
-        damping: Tikhonov damping ``lambda`` (float or callable). Default 0.1: without a trust
-            region it is the value that trained every supervised example of
+        lr: step size (float or callable of the step). Default (None) 0.1. Not in adaptive mode.
+        momentum: in [0, 1). Default (None) 0.9. Not in adaptive mode.
+        damping: Tikhonov damping ``lambda`` (float or callable). Default (None) 0.1: without a
+            trust region it is the value that trained every supervised example of
             ``docs/benchmarks.md`` (1e-3 and 1e-2 diverged on the CNN); with ``kl_clip=0.01``,
-            ``damping=0.01`` is faster there.
+            ``damping=0.01`` is faster there. In adaptive mode, the initial ``lambda`` (a
+            float; default :data:`acktr.adaptive.INITIAL_DAMPING`).
         weight_decay: L2 coefficient added to the gradient before preconditioning. Default 0.
         weight_decay_on: ``"all"`` parameters (default) or only ``"weights"``: parameters with
             two or more dimensions (Linear and Conv2d weights; not biases, ``BroadcastBias``
@@ -78,14 +104,32 @@ class KFAC(torch.optim.Optimizer):
         structure: ``"block_diagonal"`` (default: independent layers, :class:`KFACPreconditioner`)
             or ``"block_tridiagonal"`` (the chain model between layers, Martens & Grosse 2015
             section 4.3, for MLPs: :class:`acktr.tridiagonal.TridiagonalKFACPreconditioner`).
+        process_group: the processes K-FAC's collectives span: ``"default"`` (default:
+            torch.distributed's default group whenever one is initialized; None means the same),
+            a ``torch.distributed.ProcessGroup``, or ``"local"``: this process alone, for a model
+            one rank trains by itself inside a distributed job (see :mod:`acktr.distributed`).
+        adaptive: ``True`` for adaptive mode with the paper's constants, or an
+            :class:`acktr.AdaptiveSettings` (intervals ``T1``/``T2``, ``adapt_every`` to amortize
+            the curvature products, ...). Default False. In adaptive mode ``gamma`` is the
+            damping of the Kronecker factors (``"eigen"``: ``(A (x) G + gamma^2 I)^-1``;
+            ``"tikhonov"``: the paper's ``(A + pi gamma I) (x) (G + gamma / pi I)``); ``lr``,
+            ``momentum``, ``kl_clip`` and ``cold_start_steps`` do not apply, and
+            ``inverse_method="eigen"`` and the block-diagonal structure are required. Under
+            torch.distributed the gradients are averaged over ``process_group`` by the
+            optimizer (do not also average them yourself).
+        loss_kind: adaptive mode: the output distribution whose Fisher loss gives the
+            statistics (``"categorical"``, ``"gaussian"``, ``"bernoulli"``). Default None:
+            recognised from the loss's curvature with respect to the outputs at the first step
+            (an error if it is none of them). The curvature products use the loss's own
+            output Hessian either way.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        lr: Schedule = 0.1,
-        momentum: float = 0.9,
-        damping: Schedule = 0.1,
+        lr: Schedule | None = None,
+        momentum: float | None = None,
+        damping: Schedule | None = None,
         weight_decay: float = 0.0,
         weight_decay_on: Literal["all", "weights"] = "all",
         stat_decay: float = 0.95,
@@ -102,7 +146,17 @@ class KFAC(torch.optim.Optimizer):
         async_inverse: bool = False,
         stats_batch_size: int | None = None,
         structure: Structure = "block_diagonal",
+        process_group: GroupSpec = "default",
+        adaptive: bool | AdaptiveSettings = False,
+        loss_kind: FisherKind | None = None,
     ) -> None:
+        settings = _adaptive_settings(adaptive, damping, lr, momentum, kl_clip, cold_start_steps,
+                                      inverse_method, structure)
+        if settings is not None:
+            damping = settings.initial_damping
+        lr = DEFAULT_LR if lr is None else lr
+        momentum = DEFAULT_MOMENTUM if momentum is None else momentum
+        damping = DEFAULT_DAMPING if damping is None else damping
         check_positive("lr", lr)
         check_decay("momentum", momentum)
         check_non_negative("weight_decay", weight_decay)
@@ -133,7 +187,9 @@ class KFAC(torch.optim.Optimizer):
             exclude=exclude,
             async_inverse=async_inverse,
             stats_batch_size=stats_batch_size,
+            process_group=process_group,
         )
+        self.process_group = self.preconditioner.process_group
         params = [p for p in model.parameters() if p.requires_grad]
         defaults = {
             "lr": resolve(lr, 0),
@@ -152,6 +208,8 @@ class KFAC(torch.optim.Optimizer):
         self._reported_skipped = 0
         self._last: dict[str, Tensor] = {}
         self._last_lr = 0.0
+        self._adaptive = None if settings is None else AdaptiveKFAC(self, model, settings,
+                                                                    loss_kind)
 
     # ------------------------------------------------------------------ statistics
     def record_stats(self) -> AbstractContextManager[None]:
@@ -169,8 +227,23 @@ class KFAC(torch.optim.Optimizer):
 
     @property
     def damping(self) -> float:
-        """The damping at the current step."""
+        """The damping at the current step (adaptive mode: ``lambda``)."""
+        if self._adaptive is not None:
+            return self._adaptive.state.damping
         return resolve(self.preconditioner.damping, self.steps)
+
+    @property
+    def adaptive(self) -> bool:
+        """True in adaptive mode."""
+        return self._adaptive is not None
+
+    @property
+    def weight_decay(self) -> float:
+        return float(self.param_groups[0]["weight_decay"])
+
+    def decayed(self, params: list[Tensor]) -> list[Tensor]:
+        """Those of ``params`` that weight decay applies to (``weight_decay_on``)."""
+        return [p for p in params if p.dim() >= 2] if self._decay_weights_only else params
 
     # ------------------------------------------------------------------ the step
     def _current_lr(self) -> float:
@@ -181,11 +254,21 @@ class KFAC(torch.optim.Optimizer):
         return float(group["lr"])
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | Closure | None = None) -> float | None:  # type: ignore[override]
         """Take one K-FAC step from the gradients in ``.grad``; see the class docstring.
 
-        After it, ``.grad`` holds the preconditioned (natural) gradient.
+        After it, ``.grad`` holds the preconditioned (natural) gradient. In adaptive mode,
+        ``closure`` is required: it re-evaluates the model and returns the training loss (or
+        ``(loss, outputs)``); the optimizer computes the gradients itself. Returns the loss
+        before the step.
         """
+        if self._adaptive is not None:
+            if closure is None:
+                raise ValueError(
+                    "KFAC(adaptive=True).step() needs a closure that re-evaluates the model on "
+                    "the batch and returns the loss: opt.step(lambda: loss_fn(model(x), y))"
+                )
+            return self._adaptive.step(closure)  # type: ignore[return-value]
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -195,8 +278,7 @@ class KFAC(torch.optim.Optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return loss
-        decayed = [p for p in params if p.dim() >= 2] if self._decay_weights_only else params
-        self._add_weight_decay(decayed, group["weight_decay"])
+        self._add_weight_decay(self.decayed(params), group["weight_decay"])
         cold = self.steps < self._cold_start_steps
         if cold:
             vg = torch.stack([(p.grad * p.grad).sum() for p in params]).sum()
@@ -281,19 +363,29 @@ class KFAC(torch.optim.Optimizer):
         pre = self.preconditioner
         counts = [b.n_skipped for b in [*pre.blocks.values(), *pre.diagonal_blocks.values()]]
         out["skipped_stats"] = torch.stack(counts).sum() if counts else 0.0
-        if self._last:
+        if self._adaptive is not None:
+            out.update(self._adaptive.metrics())
+        elif self._last:
             lr = self._last_lr
             nu, quad = self._last["trust_scale"], self._last["quad"]
             out.update(lr=lr, trust_scale=nu, effective_lr=lr * nu, approx_kl=lr**2 * nu**2 * quad)
         return out
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, object]:  # type: ignore[override]
-        """Optimizer state (momentum buffers, hyperparameters) plus all K-FAC state."""
+    def state_dict(  # type: ignore[override]
+        self, compact: bool = False, drop_stale: bool = False
+    ) -> dict[str, object]:
+        """Optimizer state (momentum buffers, hyperparameters) plus all K-FAC state.
+
+        ``compact``: leave out the eigenbases that loading recomputes bit for bit;
+        ``drop_stale``: also those that lag the factors (see
+        ``KFACPreconditioner.state_dict``). Defaults False."""
         state = super().state_dict()
-        state["kfac"] = self.preconditioner.state_dict()
+        state["kfac"] = self.preconditioner.state_dict(compact=compact, drop_stale=drop_stale)
         state["kfac_steps"] = self.steps
         state["kfac_skipped"] = self._skipped.clone()
+        if self._adaptive is not None:
+            state["kfac_adaptive"] = self._adaptive.state_dict()
         return state
 
     def load_state_dict(self, state_dict: dict[str, object]) -> None:  # type: ignore[override]
@@ -305,4 +397,40 @@ class KFAC(torch.optim.Optimizer):
         self.steps = int(state.pop("kfac_steps"))  # type: ignore[arg-type]
         self._skipped = state.pop("kfac_skipped").clone()  # type: ignore[union-attr]
         self._reported_skipped = int(self._skipped)
+        adaptive = state.pop("kfac_adaptive", None)
+        if self._adaptive is not None and adaptive is not None:
+            self._adaptive.load_state_dict(adaptive)  # type: ignore[arg-type]
         super().load_state_dict(state)
+
+
+def _adaptive_settings(
+    adaptive: bool | AdaptiveSettings, damping: Schedule | None, lr: Schedule | None,
+    momentum: float | None, kl_clip: Schedule | None, cold_start_steps: int,
+    inverse_method: str, structure: str,
+) -> AdaptiveSettings | None:
+    """The adaptive settings (None when not adaptive), refusing options adaptive mode sets
+    itself or does not support, each by name."""
+    if adaptive is False:
+        return None
+    if not isinstance(adaptive, (bool, AdaptiveSettings)):
+        raise ValueError(f"adaptive must be True, False or an AdaptiveSettings, got {adaptive!r}")
+    clashes = {"lr": lr is not None, "momentum": momentum is not None,
+               "kl_clip": kl_clip is not None, "cold_start_steps": cold_start_steps != 0}
+    bad = [name for name, given in clashes.items() if given]
+    if bad:
+        raise ValueError(
+            f"KFAC(adaptive=True) chooses the step itself: do not pass {', '.join(bad)} "
+            "(alpha and mu come from the quadratic model, lambda adapts)"
+        )
+    if inverse_method != "eigen" or structure != "block_diagonal":
+        raise ValueError(
+            "KFAC(adaptive=True) needs inverse_method='eigen' and structure='block_diagonal' "
+            f"(its damping changes every few steps), got {inverse_method!r} / {structure!r}"
+        )
+    settings = adaptive if isinstance(adaptive, AdaptiveSettings) else None
+    if damping is not None:
+        if callable(damping):
+            raise ValueError("KFAC(adaptive=True): damping is the initial lambda, a number")
+        check_positive("damping", damping)
+        return replace(settings or AdaptiveSettings(), initial_damping=float(damping))
+    return settings or AdaptiveSettings()

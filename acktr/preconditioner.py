@@ -43,6 +43,8 @@ from acktr.blocks import (
 )
 from acktr.distributed import (
     DecompositionSharding,
+    GroupSpec,
+    check_group,
     check_replicas_in_sync,
     reduce_statistics,
     update_sharding,
@@ -94,6 +96,11 @@ class KFACPreconditioner:
         stats_batch_size: estimate the factors from a random subset of this many examples of
             each statistics batch (the same subset for every layer; an unbiased, noisier and
             cheaper estimate). Default None: the whole batch.
+        process_group: the processes whose statistics are averaged and which share the
+            eigendecompositions: ``"default"`` (default: torch.distributed's default group
+            whenever one is initialized; None means the same), a ``ProcessGroup`` (e.g. from
+            ``dist.new_group``), or ``"local"``: this process alone, never a collective, for a
+            model one rank trains by itself inside a distributed job (:mod:`acktr.distributed`).
     """
 
     def __init__(
@@ -111,6 +118,7 @@ class KFACPreconditioner:
         exclude: Iterable[nn.Module | str] = (),
         async_inverse: bool = False,
         stats_batch_size: int | None = None,
+        process_group: GroupSpec = "default",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -131,6 +139,7 @@ class KFACPreconditioner:
         if stats_batch_size is not None:
             check_interval("stats_batch_size", stats_batch_size)
         self.stats_batch_size = stats_batch_size
+        self.process_group = check_group(process_group)
 
         self.blocks: dict[str, KroneckerBlock] = {}
         self.diagonal_blocks: dict[str, DiagonalBlock] = {}
@@ -294,7 +303,7 @@ class KFACPreconditioner:
         pending = [(b, s) for b, s in pending if s is not None]
         diag = self._diagonal_pending(batch)
         flat = [t for _, s in pending for t in s] + [t for _, t in diag]
-        flat = reduce_statistics(flat)
+        flat = reduce_statistics(flat, self.process_group)
         for i, (block, _) in enumerate(pending):
             block.update_factors(flat[2 * i], flat[2 * i + 1], self.stat_decay)
         for j, (block, _) in enumerate(diag):
@@ -339,9 +348,9 @@ class KFACPreconditioner:
         """
         damping = check_positive("damping", self.damping, self.steps)
         method = self.inverse_method
-        sharding = self._sharding = update_sharding(self._sharding, self.blocks)
+        sharding = self._sharding = update_sharding(self._sharding, self.blocks, self.process_group)
         if sharding is not None:
-            check_replicas_in_sync(self._params(), self.steps)
+            check_replicas_in_sync(self._params(), self.steps, group=self.process_group)
         owned = self.blocks if sharding is None else {n: self.blocks[n] for n in sharding.owned}
         if self._executor is None and sharding is None:
             for block in self.blocks.values():
@@ -417,6 +426,17 @@ class KFACPreconditioner:
         if self.refresh_due():
             self.refresh()
         damping = check_positive("damping", self.damping, self.steps)
+        vg = self.apply_inverse(damping)
+        self.steps += 1
+        return vg
+
+    @torch.no_grad()
+    def apply_inverse(self, damping: float) -> Tensor:
+        """``.grad <- (F + damping)^-1 .grad`` with the current eigenbases (or inverses), with no
+        refresh and no step counted (:meth:`step` does both). Returns ``sum_p <Delta_p, grad_p>``.
+
+        Adaptive K-FAC calls it once per candidate damping of its greedy search.
+        """
         terms = self._precondition_blocks(damping)
         for block in self.diagonal_blocks.values():
             p = block.param
@@ -428,18 +448,42 @@ class KFACPreconditioner:
         for p in self.identity_params.values():
             if p.grad is not None:
                 terms.append((p.grad * p.grad).sum())
-        self.steps += 1
         if not terms:
             return torch.zeros(())
         return torch.stack([t.to(terms[0].dtype) for t in terms]).sum()
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, object]:
+    def decompositions_recomputable(self) -> bool:
+        """True when ``state_dict(compact=True)`` stores no eigenbasis: each block's is the
+        eigendecomposition of its current factors (recomputed on load) or the next
+        :meth:`step` recomputes it anyway. Always False with ``async_inverse`` or under
+        ``torch.distributed`` sharding, where decompositions lag the factors."""
+        if self._executor is not None or self._sharding is not None:
+            return False
+        refresh_next = self.steps % self.inverse_every == 0
+        return all(b.eig is None or b.eig_from_factors or refresh_next
+                   for b in self.blocks.values())
+
+    def state_dict(self, compact: bool = False, drop_stale: bool = False) -> dict[str, object]:
         """Everything needed to resume: factors, eigenbases/inverses, counters.
 
         Under ``torch.distributed`` with ``async_inverse`` it gathers the in-flight refresh
         from every rank, so it is a collective: call it on every rank.
+
+        Args:
+            compact: leave out what can be recomputed bit for bit (see
+                :meth:`KroneckerBlock.state_dict`): symmetric factors are stored as their lower
+                triangle, and eigenbases only where :meth:`decompositions_recomputable` is
+                False for that block. For a Nature-CNN Atari policy this divides the size by
+                about 3 (docs/agents.md). Loading recomputes the left-out eigenbases (one
+                ``eigh`` per factor) and warns if they are not bit-identical. Default False.
+            drop_stale: with ``compact``, also leave out the eigenbases that lag the factors;
+                a run continued from the state recomputes them at its first step instead of on
+                schedule, so it is not bit-identical to one never stopped (for a run's final
+                checkpoint, which nothing continues exactly). Default False.
         """
+        refresh_next = (self._executor is None and self._sharding is None
+                        and (drop_stale or self.steps % self.inverse_every == 0))
         pending = None
         if self._pending is not None:  # an in-flight async refresh is part of the state
             results = self._pending.result()
@@ -450,7 +494,9 @@ class KFACPreconditioner:
         return {
             "steps": self.steps,
             "reported_skips": self._reported_skips,
-            "blocks": {name: b.state_dict() for name, b in self.blocks.items()},
+            "blocks": {name: b.state_dict(compact and self._executor is None
+                                          and self._sharding is None, refresh_next)
+                       for name, b in self.blocks.items()},
             "diagonal": {name: b.state_dict() for name, b in self.diagonal_blocks.items()},
             "pending": pending,
         }

@@ -229,8 +229,8 @@ class TridiagonalKFACPreconditioner(KFACPreconditioner):
                     g_rows[k] += gk.shape[0]
         if batch == 0 or n == 1:
             return
-        new = reduce_statistics([s / batch for s in sum_a] + [s / r for s, r in zip(sum_g, g_rows,
-                                                                                 strict=True)])
+        fresh_g = [s / r for s, r in zip(sum_g, g_rows, strict=True)]
+        new = reduce_statistics([s / batch for s in sum_a] + fresh_g, self.process_group)
         ok = all_finite(*new)
         weight = ema_weight(self.stat_decay, self.cross_updates, self.dtype)
         for avg, fresh in zip(self.cross_a + self.cross_g, new, strict=True):
@@ -303,8 +303,15 @@ class TridiagonalKFACPreconditioner(KFACPreconditioner):
         return terms
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, object]:
-        """The block-diagonal state plus the cross factors and the chain factorization."""
+    def decompositions_recomputable(self) -> bool:
+        """Always False: the chain factorization is stored, never recomputed on load."""
+        return False
+
+    def state_dict(self, compact: bool = False, drop_stale: bool = False) -> dict[str, object]:
+        """The block-diagonal state plus the cross factors and the chain factorization.
+
+        Always the full state: ``compact`` and ``drop_stale`` (see
+        :meth:`KFACPreconditioner.state_dict`) are accepted and ignored."""
         state = super().state_dict()
         state["tridiagonal"] = {
             "cross_a": list(self.cross_a),

@@ -13,6 +13,7 @@ ever evaluated as Python).
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -272,8 +273,12 @@ class RunConfig:
     """Torch device; ``'auto'`` picks CUDA when available."""
     logdir: str = "runs"
     """Directory for logs, the resolved config and checkpoints."""
-    checkpoint_every: int = field(default=0, metadata=_at_least(0))
-    """Save a checkpoint every this many updates; 0: only at the end."""
+    checkpoint_every: int = field(default=1000, metadata=_at_least(0))
+    """Save a checkpoint every this many updates (0: not by updates). Default 1000."""
+    checkpoint_seconds: float = field(default=600.0, metadata=_at_least(0.0))
+    """Also save one once this many seconds of wall-clock time have passed since the last
+    (0: not by time). Default 600: a kill loses at most about 10 minutes, whatever the env and
+    the machine's speed. A checkpoint is also saved at the end and on Ctrl-C / SIGTERM."""
     eval_episodes: int = field(default=10, metadata=_at_least(0))
     """Deterministic evaluation episodes at the end of training (0: none)."""
     log_interval: int = field(default=10, metadata=_at_least(1))
@@ -565,5 +570,11 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (readable back with :func:`load_config`)."""
-    with open(path, "w", encoding="utf-8") as f:
+    # Atomic (a temporary file renamed over the target): a kill leaves the old file or the new.
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
         yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

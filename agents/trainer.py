@@ -1,8 +1,11 @@
 """The training loop: rollouts, updates, logging, checkpoints, final evaluation.
 
 A run directory holds ``config.yaml`` (the resolved config), TensorBoard event files,
-``progress.csv``, ``checkpoint.pt`` (every ``run.checkpoint_every`` updates, at the updates
-``train(checkpoint_at=...)`` names, at the end, and on Ctrl-C) and, at the end, ``summary.json``.
+``progress.csv``, ``checkpoint.pt`` (every ``run.checkpoint_every`` updates, every
+``run.checkpoint_seconds`` of wall-clock time, at the updates ``train(checkpoint_at=...)``
+names, at the end, on Ctrl-C / SIGTERM, and of the last completed update when an environment
+fails) and, at the end, ``summary.json``. Checkpoints are written atomically and hold no
+K-FAC eigenbasis that loading can recompute bit for bit (``acktr.KFAC.state_dict(compact=True)``).
 
 Exact resume: a checkpoint taken between updates holds the model, the optimizers, the torch RNG
 streams, the counters, the observation the learner holds and a snapshot of the environments
@@ -15,6 +18,7 @@ have, on the same device (bit-exact on CPU). Env kinds that cannot be snapshot (
 from __future__ import annotations
 
 import csv
+import os
 import signal
 import sys
 import threading
@@ -34,8 +38,10 @@ from tqdm import tqdm
 from agents.checkpoint import (
     CHECKPOINT_NAME,
     RESUME_KEYS,
+    CheckpointSchedule,
     check_resumable,
     load_checkpoint,
+    remove_stale_temporaries,
     restoring,
 )
 from agents.config import Config, config_to_dict, save_config
@@ -43,6 +49,7 @@ from agents.distributed import (
     SINGLE,
     DistContext,
     NullLogger,
+    broadcast_object,
     gather_episodes,
     peer_failures,
     rank_checkpoint,
@@ -52,6 +59,7 @@ from agents.distributed import (
 )
 from agents.errors import BadInputError
 from agents.evaluate import evaluate, make_env_from_config
+from agents.faults import LastGoodState, TrainingFault
 from agents.files import csv_number, ends_cleanly, read_csv, write_json
 from agents.policies import make_policy
 from agents.rollout import collect_rollout, obs_to_tensor
@@ -104,8 +112,8 @@ class Progress:
 def read_progress_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """Header and rows of a run's ``progress.csv`` (empty: no header); a malformed one is a
     BadInputError naming it and saying that moving it aside lets the run resume."""
-    if path.stat().st_size == 0:
-        return [], []
+    if path.stat().st_size == 0 or b"\n" not in path.read_bytes()[:65536]:
+        return [], []  # empty, or a header cut short by a kill before its first row landed
     try:
         return read_csv(path, "progress log", required=("timesteps",))
     except BadInputError as err:
@@ -150,12 +158,18 @@ class RunLogger:
     def _drop_rows_after(self, rows: list[tuple[int, dict[str, str]]], timesteps: int) -> None:
         kept = [r for line, r in rows
                 if csv_number(self.csv_path, line, r, "timesteps", int) <= timesteps]
+        if not kept:  # a run started over: the header is written again with the first row
+            self.csv_path.unlink()
+            self._fields = None
+            return
         if len(kept) == len(rows) and ends_cleanly(self.csv_path):
             return  # else: drop what was logged after the checkpoint, or a row cut short
-        with self.csv_path.open("w", newline="") as f:
+        tmp = self.csv_path.with_name(f".{self.csv_path.name}.tmp")
+        with tmp.open("w", newline="") as f:  # then renamed: a kill keeps the old or the new
             w = csv.DictWriter(f, fieldnames=self._fields or [])
             w.writeheader()
             w.writerows(kept)
+        os.replace(tmp, self.csv_path)
 
     def log(self, step: int, row: dict[str, float]) -> None:
         if self.writer is not None:
@@ -177,8 +191,9 @@ class RunLogger:
 
 
 class StopOnCtrlC:
-    """Context manager: the first Ctrl-C asks the loop to stop after the current update (see
-    ``requested``); a second one raises ``KeyboardInterrupt`` at once.
+    """Context manager: the first Ctrl-C (or SIGTERM, what ``kill``, schedulers and preempted
+    cloud machines send) asks the loop to stop after the current update (see ``requested``); a
+    second Ctrl-C raises ``KeyboardInterrupt`` at once.
 
     Only the main thread receives signals; elsewhere this does nothing and Ctrl-C raises
     ``KeyboardInterrupt`` wherever the loop is.
@@ -190,15 +205,17 @@ class StopOnCtrlC:
         self._installed = False
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nCtrl-C: stopping after this update and saving a checkpoint "
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\n{name}: stopping after this update and saving a checkpoint "
               "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
     def __enter__(self) -> StopOnCtrlC:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous_term = signal.signal(signal.SIGTERM, self._handle)
             self._installed = True
         return self
 
@@ -206,6 +223,7 @@ class StopOnCtrlC:
         if self._installed:
             # None: the previous handler was not installed from Python; fall back to Python's.
             signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+            signal.signal(signal.SIGTERM, self._previous_term or signal.SIG_DFL)
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -236,12 +254,14 @@ def _env_snapshot(env: VecEnv, at_boundary: bool) -> tuple[dict[str, Any] | None
 
 def _checkpoint_state(
     policy, opts, env: VecEnv, obs: torch.Tensor, progress: Progress, cfg: Config,
-    device: torch.device, at_boundary: bool = True,
+    device: torch.device, at_boundary: bool = True, final: bool = False,
 ) -> dict[str, Any]:
+    """``final``: the run's last update; its K-FAC eigenbases that lag the factors are left
+    out too (a run extended from it recomputes them at its first update)."""
     snapshot, why_not = _env_snapshot(env, at_boundary)
     return {
         "policy": policy.state_dict(),
-        "optimizers": opts.state_dict(),
+        "optimizers": opts.state_dict(compact=True, drop_stale=final),
         "env": env.state_dict(),
         "env_snapshot": snapshot,
         "env_snapshot_missing": why_not,
@@ -284,6 +304,30 @@ def _resume_env(ckpt: dict[str, Any], env: VecEnv, cfg: Config, progress: Progre
         stacklevel=3,
     )
     return obs_to_tensor(env.reset(seed=env_seed), device)
+
+
+def _env_fault(err: Exception, cfg: Config, progress: Progress, run_dir: Path,
+               dist: DistContext, saved_update: int,
+               last_good: Callable[[str], dict[str, Any]]) -> TrainingFault:
+    """The error to stop on when the envs failed during the rollout after update
+    ``progress.update``; first saves that update's checkpoint unless it is on disk already."""
+    first, last = progress.timesteps + 1, progress.timesteps + cfg.batch_size
+    what = f"{type(err).__name__}: {err}"
+    where = (f"during the rollout of update {progress.update + 1} (env steps {first}-{last} "
+             f"of the run)")
+    if saved_update == progress.update:
+        saved = f"the checkpoint of update {progress.update} in {run_dir} is the last good state"
+    elif dist.enabled:  # the other ranks would wait for this one at the checkpoint's barrier
+        saved = f"the last checkpoint in {run_dir} stands (none is written in a multi-process run)"
+    else:
+        try:
+            save_checkpoints(last_good(f"the environments failed ({what})"), run_dir, dist)
+            saved = (f"saved a checkpoint of the last good state (update {progress.update}) in "
+                     f"{run_dir}; resuming it restarts the environments from fresh episodes")
+        except Exception as save_err:  # noqa: BLE001 - report both
+            saved = f"saving a checkpoint of the last good state failed too ({save_err})"
+    return TrainingFault(f"the environments failed {where}: {what}; {saved}. Continue with "
+                         f"`python train.py --resume {run_dir}`")
 
 
 def mean_or_nan(xs) -> float:
@@ -355,19 +399,51 @@ def train(
     run_dir = Path(run_dir)
     device = dist.place(resolve_device(cfg.run.device))
     torch.manual_seed(cfg.run.seed)
-    ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, required=RESUME_KEYS) if resume else None
-    if ckpt is not None:
-        check_resumable(ckpt, cfg, run_dir / CHECKPOINT_NAME)
-        ckpt = rank_checkpoint(ckpt, run_dir, dist)
+    ckpt = _read_resume_checkpoint(run_dir, cfg, dist) if resume else None
     seed = dist.env_seed(cfg)
     env = make_env_from_config(cfg, num_envs=dist.local_envs(cfg), seed=seed, training=True)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with peer_failures(dist):
             return _train(cfg, run_dir, env, device, ckpt, progress_bar, tensorboard, dist,
-                          after_update, frozenset(checkpoint_at))
+                          after_update, frozenset(checkpoint_at), restart=resume and ckpt is None)
     finally:
+        _close_quietly(env)
+
+
+def _read_resume_checkpoint(run_dir: Path, cfg: Config, dist: DistContext
+                            ) -> dict[str, Any] | None:
+    """The checkpoint to resume from, after removing what killed writes left; None (with a
+    message) when the run was stopped before its first checkpoint."""
+    mine = run_dir / CHECKPOINT_NAME
+    if dist.rank > 0:
+        from agents.distributed import rank_checkpoint_path
+
+        mine = rank_checkpoint_path(run_dir, dist.rank)
+    for stale in remove_stale_temporaries(mine):
+        print(f"removed {stale}: an incomplete checkpoint left by a write that was interrupted "
+              "(the previous checkpoint is complete and is used)", file=sys.stderr)
+    if not (run_dir / CHECKPOINT_NAME).is_file():
+        if dist.is_main:
+            print(f"{run_dir} holds no checkpoint yet (the run stopped before its first one): "
+                  "starting it from the beginning", file=sys.stderr)
+        return None
+    ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, required=RESUME_KEYS)
+    check_resumable(ckpt, cfg, run_dir / CHECKPOINT_NAME)
+    return rank_checkpoint(ckpt, run_dir, dist)
+
+
+def _close_quietly(env: VecEnv) -> None:
+    """Close the envs; if that fails while an error is already on its way (a dead worker
+    process), keep that error rather than the close's."""
+    if sys.exc_info()[1] is None:
         env.close()
+        return
+    try:
+        env.close()
+    except Exception as err:  # noqa: BLE001 - the original error matters more
+        warnings.warn(f"closing the environments failed too: {type(err).__name__}: {err}",
+                      RuntimeWarning, stacklevel=2)
 
 
 def _train(
@@ -375,6 +451,7 @@ def _train(
     progress_bar: bool, tensorboard: bool, dist: DistContext,
     after_update: Callable[[Progress, nn.Module, VecEnv], None] | None = None,
     checkpoint_at: Collection[int] = (),
+    restart: bool = False,
 ) -> dict[str, Any]:
     policy = make_policy(env.observation_space, env.action_space, cfg.policy).to(device)
     sync_module(policy, dist)
@@ -396,8 +473,8 @@ def _train(
     storage = RolloutStorage.from_spaces(
         cfg.algo.num_steps, env.num_envs, env.observation_space, env.action_space, device
     )
-    logger = RunLogger(run_dir, tensorboard, None if ckpt is None else progress.timesteps) \
-        if dist.is_main else NullLogger()
+    logged_until = progress.timesteps if ckpt is not None or restart else None
+    logger = RunLogger(run_dir, tensorboard, logged_until) if dist.is_main else NullLogger()
     bar = tqdm(
         total=cfg.num_updates * cfg.batch_size,
         initial=progress.timesteps,
@@ -407,20 +484,36 @@ def _train(
     )
     interrupted, at_boundary, stop_now = False, True, False
     start, start_wall = time.perf_counter(), progress.wall_seconds
+    schedule = CheckpointSchedule(cfg.run.checkpoint_every, cfg.run.checkpoint_seconds,
+                                  frozenset(checkpoint_at))
+    last_good = LastGoodState(device)
+    saved_update = progress.update if ckpt is not None else -1
 
     def checkpoint() -> None:
-        state = _checkpoint_state(policy, opts, env, obs, progress, cfg, device, at_boundary)
+        nonlocal saved_update
+        final = progress.update == cfg.num_updates
+        state = _checkpoint_state(policy, opts, env, obs, progress, cfg, device, at_boundary,
+                                  final)
         save_checkpoints(state, run_dir, dist)
+        schedule.saved()
+        saved_update = progress.update
 
     try:
         with StopOnCtrlC() as stop:
             # stop_now: a Ctrl-C on any rank, agreed on by all of them after each update
             while progress.update < cfg.num_updates and not stop_now:
                 at_boundary = False
-                obs, ep_returns, ep_lengths = collect_rollout(
-                    env, policy, storage, obs, cfg.algo.gamma, cfg.algo.gae_lambda,
-                    threads=cfg.run.rollout_threads,
-                )
+                last_good.capture(env)
+                try:
+                    obs, ep_returns, ep_lengths = collect_rollout(
+                        env, policy, storage, obs, cfg.algo.gamma, cfg.algo.gae_lambda,
+                        threads=cfg.run.rollout_threads,
+                    )
+                except Exception as err:
+                    raise _env_fault(err, cfg, progress, run_dir, dist, saved_update,
+                                     lambda why: last_good.checkpoint_state(_checkpoint_state(
+                                         policy, opts, env, obs, progress, cfg, device, False),  # noqa: B023 - called at once
+                                         why)) from err
                 metrics = update(policy, opts, storage.flatten(), cfg)
                 ep_returns, ep_lengths, stop_now = gather_episodes(
                     ep_returns, ep_lengths, stop.requested, dist
@@ -440,8 +533,10 @@ def _train(
                     progress.update == cfg.num_updates
                 ):
                     logger.log(progress.timesteps, _log_row(progress, metrics_to_floats(metrics)))
-                every = cfg.run.checkpoint_every
-                if (every and progress.update % every == 0) or progress.update in checkpoint_at:
+                due = schedule.due(progress.update, opts.compact_ready())
+                if dist.enabled and cfg.run.checkpoint_seconds:  # rank 0's clock decides
+                    due = broadcast_object(due, dist)
+                if due:
                     checkpoint()
                 if after_update is not None:
                     paused = time.perf_counter()
@@ -455,7 +550,8 @@ def _train(
         raise
     finally:
         bar.close()
-    checkpoint()
+    if saved_update != progress.update:  # else the one on disk is this update's, with its envs
+        checkpoint()
     summary: dict[str, Any] = {
         "algo": cfg.algo.algo,
         "env": cfg.env.env_id,

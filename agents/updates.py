@@ -33,16 +33,31 @@ class Optimizers:
     main: torch.optim.Optimizer
     critic: acktr.KFAC | None = None
 
-    def state_dict(self) -> dict[str, object]:
-        state: dict[str, object] = {"main": self.main.state_dict()}
+    def state_dict(self, compact: bool = False, drop_stale: bool = False) -> dict[str, object]:
+        """Both optimizers' states; ``compact``: K-FAC leaves out the eigenbases it recomputes
+        bit for bit on load, ``drop_stale``: also those that lag the factors
+        (``acktr.KFAC.state_dict``)."""
+        state: dict[str, object] = {"main": _state(self.main, compact, drop_stale)}
         if self.critic is not None:
-            state["critic"] = self.critic.state_dict()
+            state["critic"] = _state(self.critic, compact, drop_stale)
         return state
+
+    def compact_ready(self) -> bool:
+        """True when ``state_dict(compact=True)`` holds no eigenbasis (see
+        ``acktr.KFACPreconditioner.decompositions_recomputable``)."""
+        kfacs = [o for o in (self.main, self.critic) if isinstance(o, acktr.KFAC)]
+        return all(o.preconditioner.decompositions_recomputable() for o in kfacs)
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.main.load_state_dict(state["main"])  # type: ignore[arg-type]
         if self.critic is not None:
             self.critic.load_state_dict(state["critic"])  # type: ignore[arg-type]
+
+
+def _state(opt: torch.optim.Optimizer, compact: bool, drop_stale: bool) -> dict[str, object]:
+    if isinstance(opt, acktr.KFAC):
+        return opt.state_dict(compact=compact, drop_stale=drop_stale)
+    return opt.state_dict()
 
 
 def make_kfac(module: nn.Module, cfg: KFACConfig, lr_scale=None) -> acktr.KFAC:

@@ -16,6 +16,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
 from envs.episodes import EpisodeStats, EpisodeTracker
+from envs.faults import EnvStepError, check_finite, dead_workers
 from envs.snapshot import check_type, from_plain, restore_sub_envs, snapshot_sub_envs, to_plain
 from envs.vec_env import StepResult, VecEnv
 
@@ -77,6 +78,11 @@ class GymnasiumVecEnv(VecEnv):
         self._tracker = EpisodeTracker(self.num_envs)
         self._env_ids = np.arange(self.num_envs)
         self.render_fps = venv.metadata.get("render_fps")
+        self._steps = 0
+        try:  # lets each SnapshotWrapper name its index when its env raises
+            venv.set_attr("env_index", list(range(self.num_envs)))
+        except (AttributeError, NotImplementedError):
+            pass  # ale-py's native vector env: no Python sub-environments
 
     def reset(self, seed: int | np.ndarray | None = None) -> np.ndarray:
         """Resets all sub-environments; see ``VecEnv.reset``.
@@ -102,13 +108,28 @@ class GymnasiumVecEnv(VecEnv):
         return seeds
 
     def step(self, actions: np.ndarray) -> StepResult:
-        """Steps all sub-environments; see ``VecEnv.step``."""
-        obs, reward, terminated, truncated, raw_info = self.venv.step(self._prepare(actions))
+        """Steps all sub-environments; see ``VecEnv.step``.
+
+        Raises:
+            envs.faults.EnvStepError: A sub-environment raised, or its worker process died.
+            envs.faults.NonFiniteEnvOutput: A sub-environment returned NaN/Inf.
+        """
+        try:
+            obs, reward, terminated, truncated, raw_info = self.venv.step(self._prepare(actions))
+        except (BrokenPipeError, EOFError, ConnectionError) as err:
+            dead = ", ".join(dead_workers(self.venv)) or "unknown"
+            self._terminate_workers()
+            raise EnvStepError(
+                f"{self.env_id!r}: an environment worker process died (dead: {dead}); "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        self._steps += 1
         if "env_id" in raw_info and not np.array_equal(raw_info["env_id"], self._env_ids):
             # ale-py returns envs in index order when batch_size == num_envs; check it stays so.
             raise RuntimeError(f"{self.env_id!r}: sub-environments came back out of order")
         obs = np.asarray(obs, dtype=self._obs_dtype)
         reward = np.asarray(reward, dtype=np.float64)
+        check_finite(self.env_id, obs, reward, self._steps)
         terminated = np.asarray(terminated, dtype=bool)
         truncated = np.asarray(truncated, dtype=bool)
         ended = terminated | truncated
@@ -127,8 +148,28 @@ class GymnasiumVecEnv(VecEnv):
         return self._tracker.pop()
 
     def close(self) -> None:
-        """Closes the wrapped gymnasium vector env."""
-        self.venv.close()
+        """Closes the wrapped gymnasium vector env; one with a dead worker process is
+        terminated instead (closing it gracefully would fail on the broken pipe)."""
+        if getattr(self.venv, "closed", False):
+            return  # terminated after a worker died
+        try:
+            self.venv.close()
+        except (BrokenPipeError, EOFError, ConnectionError):
+            self._terminate_workers()
+
+    def _terminate_workers(self) -> None:
+        """Stop an async vector env whose worker died: gymnasium's close() would wait for the
+        results the dead worker never sends (or that the others already sent)."""
+        processes = getattr(self.venv, "processes", None) or []
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=5)
+        for pipe in getattr(self.venv, "parent_pipes", None) or []:
+            if pipe is not None:
+                pipe.close()
+        self.venv.closed = True  # gymnasium's __del__ would try to close it again
 
     def render(self) -> np.ndarray:
         """The first sub-environment's frame (envs built with ``render_mode="rgb_array"``)."""

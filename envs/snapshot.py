@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from envs.env_state import get_env_state, set_env_state
+from envs.faults import EnvStepError
 
 
 class SnapshotUnsupported(RuntimeError):
@@ -87,6 +88,25 @@ class SnapshotWrapper(gym.Wrapper):
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
         self.pending_state: dict[str, Any] | None = None
+        self.env_index: int | None = None  # set by the vector env, named in errors
+
+    def step(self, action: Any) -> Any:
+        """The env's step; an exception becomes an :class:`EnvStepError` naming this env."""
+        try:
+            return self.env.step(action)
+        except Exception as err:
+            raise EnvStepError(self._describe("step", err)) from err
+
+    def reset(self, **kwargs: Any) -> Any:
+        """The env's reset; an exception becomes an :class:`EnvStepError` naming this env."""
+        try:
+            return self.env.reset(**kwargs)
+        except Exception as err:
+            raise EnvStepError(self._describe("reset", err)) from err
+
+    def _describe(self, method: str, err: Exception) -> str:
+        who = "a sub-environment" if self.env_index is None else f"env {self.env_index}"
+        return f"{who} raised {type(err).__name__} in {method}(): {err}"
 
     def snapshot_state(self) -> dict[str, Any]:
         """The sub-environment's state, or ``{"unsupported": reason}``."""

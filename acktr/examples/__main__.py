@@ -8,7 +8,6 @@ wall-clock), ``.csv`` (every run's curve) and ``.json`` (summary and curves), an
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import platform
 import shlex
@@ -145,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(acktr.KFAC(model)), as an extra curve 'kfac (library defaults)'",
     )
     p.add_argument(
+        "--kfac-adaptive",
+        action="store_true",
+        help="also run adaptive K-FAC once with its defaults (acktr.KFAC(model, adaptive=True): "
+        "no learning rate, momentum or damping), as an extra curve 'kfac adaptive (defaults)'",
+    )
+    p.add_argument(
         "--optimizers",
         default="kfac,sgd,adam",
         help="comma-separated subset of kfac,sgd,adam to run",
@@ -165,9 +170,13 @@ def run_sweeps(args: argparse.Namespace, task: Task, kfac_set: dict[str, Any]) -
             kw = {"damping": args.damping, "kl_clip": args.kl_clip or None} | kfac_set
         sweeps.append(sweep(task, name, lrs[name], args.iters, args.seed, kw, verbose=verbose))
     if args.kfac_defaults:
-        lr = inspect.signature(acktr.KFAC).parameters["lr"].default
+        lr = acktr.optimizer.DEFAULT_LR
         label = "kfac (library defaults)"
         sweeps.append(sweep(task, "kfac", (lr,), args.iters, args.seed, {}, label, verbose))
+    if args.kfac_adaptive:
+        label = "kfac adaptive (defaults)"
+        sweeps.append(sweep(task, "kfac", (1.0,), args.iters, args.seed, {"adaptive": True},
+                            label, verbose))
     return sweeps
 
 

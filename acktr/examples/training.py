@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 import acktr
+from acktr.examples import synthetic
 from acktr.examples.autoencoder import DIGITS_LAYERS, MNIST_LAYERS, Autoencoder, reconstruction_loss
 from acktr.examples.cnn import SmallCNN, classification_loss
 from acktr.examples.data import Dataset
@@ -24,8 +25,8 @@ from acktr.losses import FisherKind
 
 OptimizerName = Literal["kfac", "sgd", "adam"]
 OPTIMIZERS: tuple[str, ...] = ("kfac", "sgd", "adam")
-TaskName = Literal["autoencoder", "cnn"]
-TASKS: tuple[str, ...] = ("autoencoder", "cnn")
+TaskName = Literal["autoencoder", "cnn", "tanh_regression", "wide_classifier"]
+TASKS: tuple[str, ...] = ("autoencoder", "cnn", "tanh_regression", "wide_classifier")
 
 KFAC_EXAMPLE_DEFAULTS: dict[str, Any] = {"damping": 1e-2, "kl_clip": 1e-2}
 """K-FAC keyword arguments the examples use unless told otherwise (see docs/benchmarks.md)."""
@@ -82,11 +83,14 @@ def make_task(name: TaskName, data: Dataset, batch_size: int | None = None) -> T
     """The example task ``name`` on ``data``.
 
     Args:
-        name: ``"autoencoder"`` (tanh autoencoder, logistic cross-entropy, Bernoulli Fisher) or
-            ``"cnn"`` (small CNN, softmax cross-entropy, categorical Fisher).
+        name: ``"autoencoder"`` (tanh autoencoder, logistic cross-entropy, Bernoulli Fisher),
+            ``"cnn"`` (small CNN, softmax cross-entropy, categorical Fisher), or one of the
+            synthetic problems of :mod:`acktr.examples.synthetic` (``"tanh_regression"``:
+            deep tanh MLP, ill-conditioned inputs, squared error; ``"wide_classifier"``: wide
+            ReLU MLP, softmax cross-entropy), which ignore ``data``.
         data: the dataset (digits or MNIST).
-        batch_size: minibatch size; None picks 512 (autoencoder) or 256 (cnn), capped at the
-            training-set size.
+        batch_size: minibatch size; None picks 512 (autoencoder, wide_classifier) or 256 (cnn,
+            tanh_regression), capped at the training-set size.
     """
     if name == "autoencoder":
         widths = DIGITS_LAYERS if data.side == 8 else (data.n_pixels,) + MNIST_LAYERS[1:]
@@ -109,6 +113,14 @@ def make_task(name: TaskName, data: Dataset, batch_size: int | None = None) -> T
             data.y_train,
             min(batch_size or 256, len(data.x_train)),
         )
+    if name == "tanh_regression":
+        x, y = synthetic.tanh_regression_data()
+        return Task(name, synthetic.deep_tanh_mlp, synthetic.squared_error, "gaussian", x, y,
+                    min(batch_size or 256, len(x)))
+    if name == "wide_classifier":
+        x, y = synthetic.wide_classifier_data()
+        return Task(name, synthetic.wide_relu_mlp, synthetic.cross_entropy, "categorical", x, y,
+                    min(batch_size or 512, len(x)))
     raise ValueError(f"task must be one of {TASKS}, got {name!r}")
 
 
@@ -135,8 +147,9 @@ def make_optimizer(
     """
     if name == "kfac":
         kwargs = KFAC_EXAMPLE_DEFAULTS if kfac_kwargs is None else kfac_kwargs
-        opt = acktr.KFAC(model, lr=lr, **kwargs)
-        return opt
+        if kwargs.get("adaptive"):  # chooses its own step: no lr
+            return acktr.KFAC(model, **kwargs)
+        return acktr.KFAC(model, lr=lr, **kwargs)
     if name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     if name == "adam":
@@ -190,11 +203,14 @@ class RunResult:
 def train_step(
     task: Task, model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor
 ) -> float:
-    """One iteration: forward, the Fisher backward when K-FAC records statistics, step.
+    """One iteration: forward, the Fisher backward when K-FAC records statistics, step
+    (adaptive K-FAC: ``opt.step(closure)``, which does all of it).
 
     Returns the minibatch loss before the step. If it is NaN/Inf the step is not taken (the
     model has diverged; sampling Fisher targets from NaN outputs would raise).
     """
+    if isinstance(opt, acktr.KFAC) and opt.adaptive:
+        return float(opt.step(lambda: task.loss(model(x), x, y)))
     out = model(x)
     loss = task.loss(out, x, y)
     value = float(loss.detach())

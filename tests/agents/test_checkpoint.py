@@ -193,3 +193,53 @@ def test_resuming_with_other_settings_names_them(run):
     with pytest.raises(BadInputError, match=r"policy.activation 'tanh' there, 'relu' now; "
                                             r"env.num_envs \d+ there, 3 now"):
         check_resumable(ckpt, cfg, run / CHECKPOINT_NAME)
+
+
+def test_disk_full_keeps_the_previous_checkpoint_and_names_the_file(tmp_path, monkeypatch):
+    import errno
+
+    from agents.checkpoint import CheckpointWriteError
+
+    path = tmp_path / CHECKPOINT_NAME
+    save_checkpoint({"step": 1}, path)
+
+    def full(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CheckpointWriteError, match=f"could not write checkpoint {path}: the disk "
+                       "is full .*previous checkpoint there is intact") as info:
+        save_checkpoint({"step": 2}, path)
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]
+    assert load_checkpoint(path, required=())["step"] == 1
+
+
+def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path):
+    from agents.checkpoint import remove_stale_temporaries
+
+    path = tmp_path / CHECKPOINT_NAME
+    save_checkpoint({"step": 1}, path)
+    (tmp_path / f".{CHECKPOINT_NAME}.abc123.tmp").write_bytes(b"PK\x03\x04 cut short")
+    (tmp_path / ".other.pt.x.tmp").write_bytes(b"")  # another file's: left alone
+    assert [p.name for p in remove_stale_temporaries(path)] == [f".{CHECKPOINT_NAME}.abc123.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.pt.x.tmp", CHECKPOINT_NAME]
+    assert remove_stale_temporaries(tmp_path / "missing" / CHECKPOINT_NAME) == []
+
+
+def test_schedule_saves_by_updates_by_time_and_waits_for_a_compact_state():
+    from agents.checkpoint import CheckpointSchedule
+
+    s = CheckpointSchedule(every_updates=5, every_seconds=600.0, at=frozenset({7}), slack=0.1,
+                           last_save=0.0)
+    assert s.due(5, ready=False, now=1.0) and s.due(7, now=1.0) and not s.due(6, now=1.0)
+    assert not s.due(6, ready=True, now=599.0)
+    assert s.due(6, ready=True, now=600.0)
+    assert not s.due(6, ready=False, now=600.0)  # waits for a compact state ...
+    assert s.due(6, ready=False, now=660.0)  # ... but no longer than 10 % of the interval
+    s.saved(now=660.0)
+    assert not s.due(6, ready=True, now=1000.0) and s.due(6, ready=True, now=1260.0)
+    off = CheckpointSchedule(every_updates=0, every_seconds=0.0, last_save=0.0)
+    assert not off.due(1000, now=1e9)

@@ -4,6 +4,7 @@ and smoke updates of ACKTR and A2C on Atari and MuJoCo."""
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import signal
 import time
@@ -277,3 +278,69 @@ def test_summary_json_is_strict_json_with_null_for_nan(tmp_path):
     written = strict_loads((tmp_path / "r" / "summary.json").read_text())
     assert written["train_return_mean"] is None
     assert written["timesteps"] == summary["timesteps"] == 8
+def test_defaults_checkpoint_by_time_and_updates_in_the_library_and_every_config():
+    assert Config().run.checkpoint_seconds == 600 and Config().run.checkpoint_every > 0
+    for name in ("classic.yaml", "mujoco.yaml", "atari.yaml"):
+        cfg = load_config(CONFIGS / name)
+        assert cfg.run.checkpoint_seconds == 600 and cfg.run.checkpoint_every > 0, name
+
+
+def test_a_wall_clock_checkpoint_waits_for_a_compact_optimizer_state(tmp_path, monkeypatch):
+    """checkpoint_seconds tiny: a checkpoint is due after every update, but K-FAC's state is
+    compact only after updates 1, 10, 11, 20 ... (inverse_every=10, cold start 10)."""
+    cfg = make_cfg(*CARTPOLE, "run.checkpoint_every=0", "run.checkpoint_seconds=1e-9",
+                   updates=14)
+    saved = []
+    real = trainer.save_checkpoints
+    monkeypatch.setattr(trainer, "save_checkpoints",
+                        lambda state, *a: (saved.append(state["progress"]["update"]),
+                                           real(state, *a)))
+    patient = functools.partial(trainer.CheckpointSchedule, slack=1e12)  # waits for ever
+    monkeypatch.setattr(trainer, "CheckpointSchedule", patient)
+    run(cfg, tmp_path)
+    assert saved[:-1] == [u for u in range(1, 14) if u <= 11 or u % 10 in (0, 1)]
+    assert saved[-1] == 14  # the end
+
+
+def test_resume_removes_what_a_killed_write_left_and_a_cut_csv_row(tmp_path, monkeypatch, capsys):
+    cfg = make_cfg(*CARTPOLE, "run.checkpoint_every=4", updates=10)
+    run(cfg, tmp_path / "full")
+    stop_at(monkeypatch, 7, "crash")  # killed after update 6: checkpoint of update 4
+    with pytest.raises(RuntimeError):
+        run(cfg, tmp_path / "cut")
+    monkeypatch.undo()
+    cut = tmp_path / "cut"
+    (cut / f".{CHECKPOINT_NAME}.x1y2.tmp").write_bytes(b"PK\x03\x04 half a checkpoint")
+    with (cut / "progress.csv").open("a") as f:
+        f.write("7,224,0.5")  # a row cut short by the kill
+    run(cfg, cut, resume=True)
+    assert "removed" in capsys.readouterr().err
+    assert not list(cut.glob(".*.tmp"))
+    assert_same_run(tmp_path / "full", cut)
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_over(tmp_path, capsys):
+    cfg = make_cfg(*CARTPOLE, updates=6)
+    run(cfg, tmp_path / "full")
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "progress.csv").write_text("update,timesteps,wall_seconds\n1,32,0.1\n2,6")
+    summary = run(cfg, tmp_path / "cut", resume=True)
+    assert "holds no checkpoint yet" in capsys.readouterr().err
+    assert summary["updates"] == 6
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
+
+
+def test_sigterm_saves_a_checkpoint_like_ctrl_c(tmp_path, monkeypatch):
+    cfg = make_cfg(*CARTPOLE, updates=8)
+    calls, real = {"n": 0}, trainer.update
+
+    def terminate_at_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            signal.raise_signal(signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "update", terminate_at_3)
+    summary = run(cfg, tmp_path)
+    assert summary["interrupted"] and summary["updates"] == 3
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["progress"]["update"] == 3

@@ -102,3 +102,24 @@ def test_parse_kfac_option():
         parse_kfac_option("dampin=1")
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_kfac_option("damping")
+
+
+@pytest.mark.parametrize("name, shape, kind", [
+    ("tanh_regression", (4096, 4), "gaussian"),
+    ("wide_classifier", (8192,), "categorical"),
+])
+def test_synthetic_tasks_are_seeded_and_ill_conditioned(digits, name, shape, kind):
+    task = make_task(name, digits)
+    again = make_task(name, digits)
+    assert torch.equal(task.x, again.x) and torch.equal(task.y, again.y)
+    assert task.y.shape == shape and task.fisher_kind == kind
+    evals = torch.linalg.eigvalsh(torch.cov(task.x.T))
+    assert float(evals.max() / evals.min()) > 50  # condition numbers 1e4 and 1e2 by design
+
+
+@pytest.mark.parametrize("name", ["cnn", "tanh_regression"])
+def test_adaptive_kfac_trains_the_examples_without_hyperparameters(digits, name):
+    task = make_task(name, digits)
+    run = train(task, "kfac", 1.0, 30, kfac_kwargs={"adaptive": True})
+    assert not run.diverged
+    assert sum(run.losses[-5:]) / 5 < 0.5 * sum(run.losses[:5]) / 5
