@@ -29,7 +29,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train.py",
         description="Train an ACKTR (or A2C) agent. Settings come from a YAML config (by default "
-        "the one for the env's family in configs/: atari.yaml, mujoco.yaml or classic.yaml), "
+        "the one for the env's family in configs/: atari.yaml, mujoco.yaml or classic.yaml; "
+        "mujoco_pixels.yaml with --set env.observation=pixels, a MuJoCo env seen only "
+        "through rendered frames), "
         "then the flags below, then --set overrides. Subcommands: `train.py eval --help`, "
         "`train.py compare --help`.",
         # Defaults come from the config, so each help text names the config key instead.
@@ -177,12 +179,14 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
     return [f"{k}={v}" for k, v in pairs if v is not None]
 
 
-def _default_config(env_id: str | None) -> Path:
+def _default_config(env_id: str | None, overrides: list[str] = ()) -> Path:
+    from agents.config import family_config_name
+
     if env_id is None:
         return CONFIG_DIR / FAMILY_CONFIGS["gym"]
     from envs.registry import resolve_kind  # imports gymnasium: only when needed
 
-    return CONFIG_DIR / FAMILY_CONFIGS[resolve_kind(env_id, "auto")]
+    return CONFIG_DIR / family_config_name(resolve_kind(env_id, "auto"), overrides)
 
 
 def _run_name(cfg) -> str:
@@ -218,7 +222,7 @@ def train_main(argv: list[str]) -> int:
         cfg = load_config(args.resume / "config.yaml", overrides)
         run_dir = args.resume
     else:
-        cfg = load_config(args.config or _default_config(args.env), overrides)
+        cfg = load_config(args.config or _default_config(args.env, args.overrides), overrides)
         run_dir = Path(cfg.run.logdir) / (args.run_name or _run_name(cfg))
     # Imported only now: a bad config fails before torch loads.
     from agents.checkpoint import CheckpointWriteError

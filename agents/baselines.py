@@ -146,27 +146,38 @@ def _check_keys(where: str, data: dict[str, Any], allowed: Sequence[str]) -> Non
 
 
 def load_baseline_spec(
-    algo: str, env_id: str, kind: str, config_dir: Path | None = None
+    algo: str, env_id: str, kind: str, config_dir: Path | None = None,
+    observation: str = "state",
 ) -> BaselineSpec:
     """Resolve ``algo``'s hyperparameters for ``env_id`` from its YAML file.
 
-    Lookup order: ``envs[env_id]``, then the ``atari`` entry for Atari image envs (``kind ==
-    "atari"``), else SB3's defaults (``source`` says "untuned"; an entry without a zoo entry may
-    name its own ``source``). Every key is checked: an unknown
-    key, or one the SB3 class does not take, is an error naming it and the valid ones.
+    Lookup order: for a MuJoCo env seen through pixels (``observation == "pixels"``) the
+    ``pixels`` entry; else ``envs[env_id]``, then the ``atari`` entry for Atari image envs
+    (``kind == "atari"``); else SB3's defaults (``source`` says "untuned"; an entry without a
+    zoo entry may name its own ``source``). Every key is checked: an unknown key, or one the
+    SB3 class does not take, is an error naming it and the valid ones.
 
     Args:
         algo: ``"sb3-a2c"`` or ``"trpo"``.
         env_id: gymnasium id.
         kind: env family, ``"atari"``, ``"mujoco"`` or ``"gym"`` (``envs.registry.resolve_kind``).
         config_dir: folder of the YAML files; default ``configs/baselines``.
+        observation: ``"state"`` (default) or ``"pixels"`` (our ``env.observation``).
     """
     check_baseline_algo(algo)
     if algo == "sb3-acktr":
         return _sb3_acktr_spec(env_id, kind)
     path = _config_path(algo, config_dir)
     data = read_yaml(path, "baseline config", empty={})
-    _check_keys(str(path), data, ("atari", "envs"))
+    _check_keys(str(path), data, ("atari", "envs", "pixels"))
+    if observation == "pixels":
+        entry = data.get("pixels") or {}
+        if not isinstance(entry, dict):
+            raise BadInputError(f"{path}: the pixels entry must be a mapping of "
+                                f"hyperparameters, got {type(entry).__name__} {entry!r:.40}")
+        source = str(entry.get("source", "untuned (SB3 defaults, CnnPolicy)"))
+        return spec_from_entry(algo, env_id, kind, dict(entry), source,
+                               where=f"{path}: pixels", observation="pixels")
     envs = data.get("envs") or {}
     if not isinstance(envs, dict):
         raise BadInputError(f"{path}: 'envs' must be a mapping of env ids to entries, got "
@@ -212,9 +223,11 @@ def _sb3_acktr_spec(env_id: str, kind: str) -> BaselineSpec:
 
 
 def spec_from_entry(
-    algo: str, env_id: str, kind: str, entry: dict[str, Any], source: str, where: str = "entry"
+    algo: str, env_id: str, kind: str, entry: dict[str, Any], source: str, where: str = "entry",
+    observation: str = "state",
 ) -> BaselineSpec:
-    """Build a :class:`BaselineSpec` from one YAML entry (see :func:`load_baseline_spec`)."""
+    """Build a :class:`BaselineSpec` from one YAML entry (see :func:`load_baseline_spec`);
+    image observations (Atari, ``observation == "pixels"``) default to ``CnnPolicy``."""
     valid = set(inspect.signature(sb3_class(algo).__init__).parameters) - {
         "self", "policy", "env", "policy_kwargs", "seed", "device", "verbose",
         "tensorboard_log", "_init_setup_model", "rollout_buffer_class", "rollout_buffer_kwargs",
@@ -244,10 +257,14 @@ def spec_from_entry(
     if schedules["clip_range_schedule"] != "constant" and "clip_range" not in valid:
         raise BadInputError(f"{where}: clip_range_schedule is for PPO; {algo} has no "
                             "clip_range")
-    default_policy = "CnnPolicy" if kind == "atari" else "MlpPolicy"
+    images = kind == "atari" or observation == "pixels"
+    default_policy = "CnnPolicy" if images else "MlpPolicy"
     policy = entry.get("policy", default_policy)
     if policy not in ("MlpPolicy", "CnnPolicy"):
         raise BadInputError(f"{where}: policy must be 'MlpPolicy' or 'CnnPolicy', got {policy!r}")
+    if observation == "pixels" and (norm_obs or policy != "CnnPolicy"):
+        raise BadInputError(f"{where}: pixel observations need policy CnnPolicy and no "
+                            "observation normalization (SB3 scales images by 1/255)")
     n_envs = entry.get("n_envs", 1)
     if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
         raise BadInputError(f"{where}: n_envs must be a whole number >= 1, got {n_envs!r}")
@@ -300,15 +317,50 @@ def check_spaces(algo: str, env_id: str, observation_space: gym.Space,
                          f"{observation_space} (compare supports Box and Discrete observations)")
 
 
+def sb3_pixel_options(env_cfg: Any) -> Any:
+    """Our ``envs.pixels.PixelOptions`` from an ``agents.config.EnvConfig`` (as our agents)."""
+    from agents.config import Config
+    from agents.evaluate import pixel_options
+
+    return pixel_options(Config(env=env_cfg))
+
+
+def make_sb3_pixel_env(env_id: str, n_envs: int, seed: int, options: Any) -> Any:
+    """SB3 ``DummyVecEnv`` of ``n_envs`` MuJoCo envs seen through pixels, the same frames as our
+    agents see: each is ``envs.pixels.make_pixel_env`` (same size, color, stack, camera,
+    antialiasing; uint8 ``(stack * C, H, W)``, channel-first, which SB3's ``CnnPolicy`` takes
+    as is), Monitor-wrapped and seeded ``seed + i`` by SB3. Any SB3 algorithm can train on it.
+
+    Args:
+        env_id: A gymnasium MuJoCo id.
+        n_envs: Number of envs.
+        seed: Base seed.
+        options: ``envs.pixels.PixelOptions``.
+    """
+    from functools import partial
+
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from envs.pixels import check_pixel_env, make_pixel_env, select_gl_backend
+    from envs.registry import resolve_kind
+
+    check_pixel_env(env_id, resolve_kind(env_id, "auto"))
+    select_gl_backend()
+    return make_vec_env(partial(make_pixel_env, env_id, options), n_envs=n_envs, seed=seed)
+
+
 def make_sb3_env(spec: BaselineSpec, kind: str, seed: int, env_cfg: Any) -> Any:
     """SB3's training VecEnv for ``spec``: ``n_envs`` envs seeded ``seed + i`` (Monitor-wrapped
     by SB3), Atari with SB3's ``AtariWrapper`` set from our ``env_cfg`` (``agents.config.
-    EnvConfig``), ``VecFrameStack`` and channel-first images, then ``VecNormalize`` when asked
-    (clip 10, epsilon 1e-8, the algorithm's gamma)."""
+    EnvConfig``), ``VecFrameStack`` and channel-first images, MuJoCo from pixels
+    (``env_cfg.observation == "pixels"``) through :func:`make_sb3_pixel_env`, then
+    ``VecNormalize`` when asked (clip 10, epsilon 1e-8, the algorithm's gamma)."""
     from stable_baselines3.common.env_util import make_atari_env, make_vec_env
     from stable_baselines3.common.vec_env import VecFrameStack, VecNormalize, VecTransposeImage
 
-    if kind == "atari":
+    if getattr(env_cfg, "observation", "state") == "pixels":
+        venv = make_sb3_pixel_env(spec.env_id, spec.n_envs, seed, sb3_pixel_options(env_cfg))
+    elif kind == "atari":
         from envs.registry import ale_available
 
         ale_available()  # registers ALE/ ids with gymnasium

@@ -123,11 +123,13 @@ def eval_grid(timesteps: int, points: int) -> tuple[int, ...]:
     return tuple(sorted({max(1, round(k * timesteps / points)) for k in range(1, points + 1)}))
 
 
-def family_config(env_id: str) -> Path:
-    """The config file of ``env_id``'s family (as ``train.py``'s default)."""
+def family_config(env_id: str, overrides: Sequence[str] = ()) -> Path:
+    """The config file of ``env_id``'s family (as ``train.py``'s default; ``overrides`` with
+    ``env.observation=pixels`` pick ``mujoco_pixels.yaml`` for a MuJoCo env)."""
+    from agents.config import family_config_name
     from envs.registry import resolve_kind
 
-    return CONFIG_DIR / FAMILY_CONFIGS[resolve_kind(env_id, "auto")]
+    return CONFIG_DIR / family_config_name(resolve_kind(env_id, "auto"), tuple(overrides))
 
 
 def our_config(spec: RunSpec, algo: str | None = None, extra: Sequence[str] = ()):
@@ -141,7 +143,8 @@ def our_config(spec: RunSpec, algo: str | None = None, extra: Sequence[str] = ()
              f"run.eval_episodes={spec.eval_episodes}"]
     if spec.device is not None:
         pairs.append(f"run.device={spec.device}")
-    return load_config(family_config(spec.env_id), pairs + list(spec.overrides) + list(extra))
+    return load_config(family_config(spec.env_id, spec.overrides),
+                       pairs + list(spec.overrides) + list(extra))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,14 +189,16 @@ def check_env(env_id: str, algos: Sequence[str], probe: RunSpec) -> dict[str, st
                     env.close()
             except ValueError as err:
                 raise ValueError(f"{algo} cannot handle {env_id!r}: {err}") from None
-            sources[algo] = f"configs/{FAMILY_CONFIGS[kind]}"
+            sources[algo] = f"configs/{family_config(env_id, probe.overrides).name}"
         else:
             sb3_class(algo)
             if kind != "atari":  # Atari: image observations, Discrete actions
                 env = gym.make(env_id)
                 check_spaces(algo, env_id, env.observation_space, env.action_space)
                 env.close()
-            sources[algo] = load_baseline_spec(algo, env_id, kind).source
+            observation = our_config(dataclasses.replace(probe, env_id=env_id)).env.observation
+            sources[algo] = load_baseline_spec(algo, env_id, kind,
+                                               observation=observation).source
     return sources
 
 
@@ -319,7 +324,8 @@ def train_ours(spec: RunSpec, run_dir: Path, on_point: PointFn,
                  float(summary.get("train_return_mean", float("nan"))))
     return {"timesteps": summary["timesteps"], "wall_seconds": summary["wall_seconds"],
             "fps": summary["fps"], "updates": summary["updates"], "device": summary["device"],
-            "batch_size": cfg.batch_size, "source": f"configs/{family_config(spec.env_id).name}",
+            "batch_size": cfg.batch_size,
+            "source": f"configs/{family_config(spec.env_id, spec.overrides).name}",
             "notes": []}
 
 
@@ -350,8 +356,8 @@ def train_sb3(spec: RunSpec, on_point: PointFn) -> dict[str, Any]:
     from envs.registry import resolve_kind
 
     kind = resolve_kind(spec.env_id, "auto")
-    bspec = load_baseline_spec(spec.algo, spec.env_id, kind)
     cfg = our_config(spec, algo="a2c")
+    bspec = load_baseline_spec(spec.algo, spec.env_id, kind, observation=cfg.env.observation)
     eval_cfg = dataclasses.replace(  # the baseline's own inputs: none of our extra inputs
         cfg, env=dataclasses.replace(cfg.env, normalize_obs=bspec.normalize_obs,
                                      normalize_reward=False),

@@ -109,12 +109,32 @@ class EnvConfig:
     """Vector env kind: ``'sync'`` (one process) or ``'async'`` (one subprocess per env)."""
     normalize_obs: bool | None = None
     """Running mean/std observation normalization; None: on for vector obs, off for pixels."""
+    observation: Literal["state", "pixels"] = "state"
+    """``'state'``: the env's own observations; ``'pixels'``: a MuJoCo env seen only through
+    rendered frames (``pixels_*`` keys and ``frame_stack``; uint8, channel-first)."""
+    pixels_size: int = field(default=42, metadata=_at_least(8))
+    """Pixels: height and width of the rendered frames (42 as in the ACKTR paper)."""
+    pixels_grayscale: bool = False
+    """Pixels: one luma channel per frame instead of RGB."""
+    pixels_antialias: bool = False
+    """Pixels: MuJoCo's 4x multisampling (2x slower with software OpenGL)."""
+    pixels_shadow_size: int | None = field(default=None, metadata=_check(
+        lambda v: v is None or v >= 1, "None or >= 1"))
+    """Pixels: side of MuJoCo's shadow map; None: the model's (4096), which costs HalfCheetah
+    and Walker2d 6-7x their frame time with software OpenGL (512 looks the same at 42x42)."""
+    pixels_camera_distance: float | None = field(default=None, metadata=_positive())
+    """Pixels: camera distance; None: the env's default (or envs.pixels.CAMERA_PRESETS)."""
+    pixels_camera_elevation: float | None = None
+    """Pixels: camera elevation in degrees (-90: top-down); None: as for the distance."""
+    pixels_camera_azimuth: float | None = None
+    """Pixels: camera azimuth in degrees; None: as for the distance."""
     normalize_reward: bool = False
     """Scale rewards by a running std of the discounted return."""
     frame_skip: int = field(default=4, metadata=_at_least(1))
     """Atari: frames per agent step (max-pooled over the last two)."""
     frame_stack: int = field(default=4, metadata=_at_least(1))
-    """Atari: number of stacked grayscale 84x84 frames."""
+    """Atari (grayscale 84x84) and MuJoCo pixels (``observation='pixels'``): number of
+    stacked frames."""
     noop_max: int = field(default=30, metadata=_at_least(0))
     """Atari: up to this many no-op actions after reset."""
     episodic_life: bool = True
@@ -137,8 +157,8 @@ class EnvConfig:
 class PolicyConfig:
     """Network architecture (``agents.policies.make_policy``).
 
-    Pixel observations always use the Nature CNN with a shared trunk; vector observations use
-    separate actor and critic MLPs.
+    Pixel observations (Atari, MuJoCo pixels) always use a Nature CNN with a shared trunk;
+    vector observations use separate actor and critic MLPs.
     """
 
     hidden_sizes: tuple[int, ...] = field(
@@ -152,6 +172,11 @@ class PolicyConfig:
     MuJoCo value function used ELU."""
     cnn_hidden_size: int = field(default=512, metadata=_at_least(1))
     """Width of the Nature CNN's fully connected layer."""
+    cnn_trunk: Literal["auto", "nature", "nature_small"] = "auto"
+    """Convolutions of the pixel trunk: ``'nature'`` (8x8/4, 4x4/2, 3x3/1, as on Atari),
+    ``'nature_small'`` (first layer 4x4/2: from 42x42 the 7x7 feature map Nature makes from
+    84x84, at 4.6x the ACKTR update time); ``'auto'``: ``'nature'`` for frames of 36 pixels or
+    more, else ``'nature_small'``."""
     log_std_init: float = 0.0
     """Initial state-independent log standard deviation of Gaussian policies."""
     init: Literal["orthogonal", "normc"] = "orthogonal"
@@ -540,6 +565,20 @@ def _file_alone_fails(data: Any, message: str) -> bool:
     except ConfigError as err:
         return str(err) == message
     return False
+
+
+FAMILY_CONFIGS = {"atari": "atari.yaml", "mujoco": "mujoco.yaml", "gym": "classic.yaml"}
+PIXELS_CONFIG = "mujoco_pixels.yaml"
+
+
+def family_config_name(kind: str, overrides: list[str] | tuple[str, ...] = ()) -> str:
+    """The file in ``configs/`` for an env family (``envs.registry.resolve_kind``):
+    ``mujoco_pixels.yaml`` for a MuJoCo env whose ``overrides`` ask for
+    ``env.observation=pixels`` (the last such override wins), else ``FAMILY_CONFIGS[kind]``."""
+    observation = apply_overrides({}, list(overrides)).get("env", {}).get("observation")
+    if kind == "mujoco" and observation == "pixels":
+        return PIXELS_CONFIG
+    return FAMILY_CONFIGS[kind]
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from agents.rollout import obs_to_tensor
 from envs import VecEnv, make_vec_env
 from envs.atari import AtariOptions
 from envs.extra_inputs import ExtraInputs
+from envs.pixels import PixelOptions
 from envs.registry import resolve_kind
 
 
@@ -67,6 +68,7 @@ def make_env_from_config(
         gamma=cfg.algo.gamma,
         training=training,
         render_mode=render_mode,
+        pixels=pixel_options(cfg),
     )
     p = cfg.policy
     if p.prev_obs or p.critic_time_scale is not None:
@@ -81,6 +83,19 @@ def make_env_from_config(
 
 EpisodeFn = Callable[[float, int], None]
 """``on_episode(return, length)``: called as an evaluation episode ends."""
+
+
+def pixel_options(cfg: Config) -> PixelOptions | None:
+    """The config's pixel observation settings (``env.observation='pixels'``), else None."""
+    e = cfg.env
+    if e.observation != "pixels":
+        return None
+    camera = {"distance": e.pixels_camera_distance, "elevation": e.pixels_camera_elevation,
+              "azimuth": e.pixels_camera_azimuth}
+    return PixelOptions(size=e.pixels_size, grayscale=e.pixels_grayscale,
+                        frame_stack=e.frame_stack, antialias=e.pixels_antialias,
+                        shadow_size=e.pixels_shadow_size,
+                        camera={k: v for k, v in camera.items() if v is not None})
 
 
 @torch.no_grad()

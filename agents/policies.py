@@ -147,19 +147,48 @@ class _ActorCriticAPI(nn.Module):
         return dist.mode() if deterministic else dist.sample()
 
 
+# First convolution (kernel, stride) of each trunk; the other two are 64 4x4/2 and 64 3x3/1.
+# "nature" on 42x42 frames: 42 -> 9 -> 3 -> 1, a 1x1x64 map (the third convolution covers the
+# whole 3x3 map). "nature_small" halves Nature's 8x8/4 for frames of half Atari's size:
+# 42 -> 20 -> 9 -> 7 is the 7x7x64 map Nature's trunk makes from 84x84, but its 3136-wide
+# linear layer makes K-FAC's factors 3137x3137 (4.6x the update time on our CPU,
+# docs/benchmarks.md).
+CNN_TRUNKS: dict[str, tuple[int, int]] = {"nature": (8, 4), "nature_small": (4, 2)}
+NATURE_MIN_FRAME = 36
+"""Smallest frame side the Nature trunk accepts (36 -> 8 -> 3 -> 1)."""
+
+
+def resolve_cnn_trunk(name: str, obs_shape: tuple[int, ...]) -> str:
+    """``'auto'`` -> ``'nature'`` when both sides of ``(C, H, W)`` are at least 36, else
+    ``'nature_small'`` (down to 20x20); other names are checked and returned."""
+    if name == "auto":
+        return "nature" if min(obs_shape[1:]) >= NATURE_MIN_FRAME else "nature_small"
+    if name not in CNN_TRUNKS:
+        raise ValueError(f"cnn_trunk must be 'auto' or one of {sorted(CNN_TRUNKS)}, got {name!r}")
+    if name == "nature" and min(obs_shape[1:]) < NATURE_MIN_FRAME:
+        raise ValueError(
+            f"cnn_trunk 'nature' needs frames of at least {NATURE_MIN_FRAME}x{NATURE_MIN_FRAME}, "
+            f"got {obs_shape[1]}x{obs_shape[2]}; use 'nature_small' or 'auto'"
+        )
+    return name
+
+
 class NatureCNNActorCritic(_ActorCriticAPI):
     """Nature-DQN trunk (Mnih et al. 2015) shared by a policy head and a value head.
 
-    Trunk: conv 32 8x8 stride 4, conv 64 4x4 stride 2, conv 64 3x3 stride 1, linear 512, ReLU
-    after each. Observations are channel-first ``(C, H, W)`` pixels in ``[0, 255]`` (uint8,
-    scaled by 1/255 inside ``forward``). Init: orthogonal, gain sqrt(2) for the trunk, 0.01 for
-    the policy head, 1.0 for the value head.
+    Trunk: conv 32 8x8 stride 4 (``trunk='nature_small'``: 4x4 stride 2, see ``CNN_TRUNKS``),
+    conv 64 4x4 stride 2, conv 64 3x3 stride 1, linear 512, ReLU after each. A Box action
+    space gets a diagonal Gaussian whose state-independent log-std is an
+    ``acktr.BroadcastBias``. Observations are channel-first ``(C, H, W)`` pixels in
+    ``[0, 255]`` (uint8, scaled by 1/255 inside ``forward``). Init: orthogonal, gain sqrt(2)
+    for the trunk, 0.01 for the policy head, 1.0 for the value head.
 
     Args:
         obs_shape: ``(C, H, W)`` of one observation (e.g. ``(4, 84, 84)``).
         action_space: Discrete or 1-D Box action space.
         hidden_size: Width of the trunk's linear layer, default 512.
         log_std_init: Initial ``log_std`` for Box actions, default 0.0.
+        trunk: ``"nature"`` (default) or ``"nature_small"`` (see ``CNN_TRUNKS``).
     """
 
     def __init__(
@@ -168,12 +197,14 @@ class NatureCNNActorCritic(_ActorCriticAPI):
         action_space: gym.Space,
         hidden_size: int = 512,
         log_std_init: float = 0.0,
+        trunk: str = "nature",
     ) -> None:
         super().__init__()
         self.spec: DistributionSpec = make_distribution(action_space)
         channels = obs_shape[0]
+        kernel, stride = CNN_TRUNKS[resolve_cnn_trunk(trunk, obs_shape)]
         convs = nn.Sequential(
-            orthogonal_init(nn.Conv2d(channels, 32, 8, stride=4), HIDDEN_GAIN),
+            orthogonal_init(nn.Conv2d(channels, 32, kernel, stride=stride), HIDDEN_GAIN),
             nn.ReLU(),
             orthogonal_init(nn.Conv2d(32, 64, 4, stride=2), HIDDEN_GAIN),
             nn.ReLU(),
@@ -333,7 +364,8 @@ def make_policy(
     """Build the actor-critic for a single env's spaces.
 
     Args:
-        observation_space: 3-D uint8 ``Box`` ``(C, H, W)`` -> :class:`NatureCNNActorCritic`;
+        observation_space: 3-D uint8 ``Box`` ``(C, H, W)`` -> :class:`NatureCNNActorCritic`
+            (``config.cnn_trunk``: ``'auto'`` fits the first convolution to the frame size);
             1-D ``Box`` -> :class:`MLPActorCritic`.
         action_space: Discrete or 1-D Box.
         config: Network sizes (:class:`agents.config.PolicyConfig`); default ``PolicyConfig()``.
@@ -346,7 +378,8 @@ def make_policy(
     if is_image_space(observation_space):
         shape = tuple(int(d) for d in observation_space.shape)
         return NatureCNNActorCritic(
-            shape, action_space, config.cnn_hidden_size, config.log_std_init
+            shape, action_space, config.cnn_hidden_size, config.log_std_init,
+            resolve_cnn_trunk(config.cnn_trunk, shape),
         )
     if isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1:
         return MLPActorCritic(

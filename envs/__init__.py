@@ -9,6 +9,7 @@ from envs.atari import AtariOptions
 from envs.episodes import EpisodeStats
 from envs.make import make_vec_env
 from envs.normalize import RunningMeanStd, VecNormalize
+from envs.pixels import PixelOptions, RenderingUnavailable
 from envs.registry import resolve_kind
 from envs.snapshot import SnapshotUnsupported
 from envs.vec_env import EnvKind, VecEnv, VecEnvSpec
@@ -17,6 +18,8 @@ __all__ = [
     "AtariOptions",
     "EnvKind",
     "EpisodeStats",
+    "PixelOptions",
+    "RenderingUnavailable",
     "RunningMeanStd",
     "SnapshotUnsupported",
     "VecEnv",

@@ -14,6 +14,7 @@ from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from envs.gym_adapter import GymnasiumVecEnv, check_spaces
+from envs.pixels import PixelOptions, make_pixel_env
 from envs.snapshot import SnapshotWrapper
 
 Vectorization = Literal["sync", "async"]
@@ -121,7 +122,12 @@ def route_mujoco_warnings() -> None:
         mujoco.set_mju_user_warning(_warn_from_mujoco)
 
 
-def make_env(env_id: str, is_mujoco: bool = False, render_mode: str | None = None) -> gym.Env:
+def make_env(
+    env_id: str,
+    is_mujoco: bool = False,
+    render_mode: str | None = None,
+    pixels: PixelOptions | None = None,
+) -> gym.Env:
     """``gym.make(env_id)`` in a ``SnapshotWrapper`` (see ``envs.snapshot``).
 
     A module-level function so that ``partial(make_env, ...)`` pickles for async workers.
@@ -130,9 +136,13 @@ def make_env(env_id: str, is_mujoco: bool = False, render_mode: str | None = Non
         env_id: Registered gymnasium id.
         is_mujoco: Route MuJoCo's warnings to Python's first. Default False.
         render_mode: Passed to ``gym.make`` (``"rgb_array"`` for videos). Default None.
+        pixels: Observe a MuJoCo env through stacked rendered frames (``envs.pixels``; its
+            ``render()`` then gives those low-resolution frames). Default None: the state.
     """
     if is_mujoco:
         route_mujoco_warnings()
+    if pixels is not None:
+        return SnapshotWrapper(make_pixel_env(env_id, pixels))
     kwargs = {} if render_mode is None else {"render_mode": render_mode}
     return SnapshotWrapper(gym.make(env_id, **kwargs))
 
@@ -145,6 +155,7 @@ def make_gym_vec_env(
     *,
     is_mujoco: bool = False,
     render_mode: str | None = None,
+    pixels: PixelOptions | None = None,
 ) -> GymnasiumVecEnv:
     """Vectorizes ``gym.make(env_id)`` (MuJoCo or any gymnasium env with Box/Discrete actions).
 
@@ -159,12 +170,13 @@ def make_gym_vec_env(
         is_mujoco: Route MuJoCo's warnings to Python's (see ``route_mujoco_warnings``).
             Default False.
         render_mode: ``gym.make``'s render mode, e.g. ``"rgb_array"``. Default None.
+        pixels: Pixel observations of a MuJoCo env (see :func:`make_env`). Default None.
     """
     probe = make_env(env_id, is_mujoco)
     try:
         check_spaces(env_id, probe.observation_space, probe.action_space)
     finally:
         probe.close()
-    env_fn = partial(make_env, env_id, is_mujoco, render_mode)
+    env_fn = partial(make_env, env_id, is_mujoco, render_mode, pixels)
     venv = vectorize([env_fn] * num_envs, vectorization)
     return GymnasiumVecEnv(venv, env_id, seed)

@@ -7,6 +7,7 @@ from typing import Literal
 from envs.atari import AtariOptions, make_atari_vec_env
 from envs.gym_envs import Vectorization, make_gym_vec_env
 from envs.normalize import VecNormalize
+from envs.pixels import PixelOptions, check_pixel_env, select_gl_backend
 from envs.registry import resolve_kind
 from envs.vec_env import VecEnv, VecEnvSpec
 
@@ -24,6 +25,7 @@ def make_vec_env(
     gamma: float = 0.99,
     training: bool = True,
     render_mode: str | None = None,
+    pixels: PixelOptions | None = None,
 ) -> VecEnv:
     """Builds ``num_envs`` copies of ``env_id`` behind the ``VecEnv`` interface.
 
@@ -49,13 +51,16 @@ def make_vec_env(
         render_mode: ``gym.make``'s render mode; ``"rgb_array"`` lets ``env.render()`` return
             the first sub-environment's frame (Atari then uses the gymnasium backend). Default
             None.
+        pixels: Observe a MuJoCo env through rendered frames instead of its state: uint8
+            ``(frame_stack * channels, size, size)`` (``envs.pixels``). Default None (state).
 
     Returns:
         The env; ``env.spec`` is a ``VecEnvSpec`` describing it.
 
     Raises:
         ValueError: Unknown id (with close matches), unsupported spaces or arguments.
-        ImportError: ale-py or mujoco missing for an id that needs it.
+        ImportError: ale-py or mujoco missing for an id that needs it;
+            ``envs.pixels.RenderingUnavailable`` when pixels are asked and nothing renders.
         FileNotFoundError: The Atari ROM is not installed.
     """
     if num_envs < 1:
@@ -67,8 +72,14 @@ def make_vec_env(
         raise ValueError(f"AtariOptions were given but {env_id!r} is a {resolved!r} environment")
     if resolved == "atari" and normalize_obs:
         raise ValueError("normalize_obs is not supported for Atari: the policy scales pixels")
+    if pixels is not None:
+        check_pixel_env(env_id, resolved)
+        if normalize_obs:
+            raise ValueError("normalize_obs is not supported for pixel observations: the "
+                             "policy scales pixels")
+        select_gl_backend()  # here, so that async workers inherit MUJOCO_GL
     if normalize_obs is None:
-        normalize_obs = resolved == "mujoco"
+        normalize_obs = resolved == "mujoco" and pixels is None
 
     if resolved == "atari":
         venv, backend = make_atari_vec_env(
@@ -78,7 +89,8 @@ def make_vec_env(
     else:
         is_mujoco = resolved == "mujoco"
         venv = make_gym_vec_env(
-            env_id, num_envs, seed, vectorization, is_mujoco=is_mujoco, render_mode=render_mode
+            env_id, num_envs, seed, vectorization, is_mujoco=is_mujoco, render_mode=render_mode,
+            pixels=pixels,
         )
         backend = vectorization
     if normalize_obs or normalize_reward:
@@ -102,5 +114,6 @@ def make_vec_env(
         normalize_obs=normalize_obs,
         normalize_reward=normalize_reward,
         training=training,
+        observation="state" if pixels is None else "pixels",
     )
     return venv

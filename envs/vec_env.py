@@ -64,6 +64,8 @@ class VecEnvSpec:
         normalize_reward: Whether rewards are scaled by the running std of discounted returns.
         training: False when statistics are frozen and Atari training transforms (episodic
             life, reward clipping) are off.
+        observation: ``"state"`` (the env's own observations) or ``"pixels"`` (a MuJoCo env
+            seen through stacked rendered frames, ``envs.pixels``). Default ``"state"``.
     """
 
     env_id: str
@@ -74,6 +76,7 @@ class VecEnvSpec:
     normalize_obs: bool
     normalize_reward: bool
     training: bool
+    observation: Literal["state", "pixels"] = "state"
 
     @property
     def is_atari(self) -> bool:

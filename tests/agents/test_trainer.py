@@ -30,6 +30,9 @@ CARTPOLE = ("classic.yaml", "env.num_envs=4", "algo.num_steps=8")
 PENDULUM = ("mujoco.yaml", "env.env_id=InvertedPendulum-v5", "algo.num_steps=64",
             "algo.critic_updates=3", "env.normalize_reward=true")
 PONG = ("atari.yaml", "env.num_envs=2", "algo.num_steps=5")
+# MuJoCo from pixels with tiny frames (the trunk's first conv then 4x4/2).
+PIXELS = ("mujoco_pixels.yaml", "env.num_envs=2", "algo.num_steps=5", "env.pixels_size=24",
+          "policy.cnn_trunk=auto")
 # Wall-clock columns differ between runs; everything else must match exactly.
 CLOCK_COLUMNS = ("time/time_elapsed", "time/fps")
 
@@ -216,6 +219,16 @@ def test_atari_pong_resumes_exactly(tmp_path, monkeypatch):
 
 
 @pytest.mark.medium
+def test_mujoco_from_pixels_resumes_exactly(tmp_path, monkeypatch):
+    pytest.importorskip("mujoco")
+    cfg = make_cfg(*PIXELS, updates=6)
+    assert cfg.env.observation == "pixels" and cfg.algo.algo == "acktr"
+    run(cfg, tmp_path / "full")
+    interrupted_then_resumed(monkeypatch, cfg, tmp_path / "cut", 3)
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
+
+
+@pytest.mark.medium
 def test_acktr_learns_cartpole(tmp_path):
     """Seed 1, 60k steps: mean training return 415 when measured (a random policy: ~22)."""
     cfg = make_cfg("classic.yaml", "run.total_timesteps=60k", "run.seed=1", "run.log_interval=50")
@@ -229,6 +242,8 @@ SMOKE = [
     pytest.param(("mujoco.yaml", "algo.num_steps=32", "algo.critic_updates=2"), "acktr",
                  id="halfcheetah-acktr"),
     pytest.param(("mujoco.yaml", "algo.num_steps=32"), "a2c", id="halfcheetah-a2c"),
+    pytest.param(PIXELS, "acktr", id="reacher-pixels-acktr"),
+    pytest.param(PIXELS, "a2c", id="reacher-pixels-a2c"),
 ]
 
 
