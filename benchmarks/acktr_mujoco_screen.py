@@ -101,6 +101,9 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "time_input": ("policy.critic_time_scale=0.1",),
     "time_input_fraction": ("policy.critic_time_scale=0.001",),
     "prev_obs": ("policy.prev_obs=true",),
+    # combinations of the single changes that helped on their own
+    "steps_1000_kl_0.01": ("algo.num_steps=1000", "algo.target_kl=0.01"),
+    "steps_1000_log_std_-0.5": ("algo.num_steps=1000", "policy.log_std_init=-0.5"),
 }
 
 
